@@ -1,0 +1,5 @@
+"""``python -m chatstep``."""
+
+from chatstep.cli.app import main
+
+main()

@@ -1,0 +1,1 @@
+"""Backends: the OpenAI-compatible HTTP endpoint and the embedded local model."""

@@ -1,0 +1,1 @@
+"""The chatstep command-line interface (see :mod:`chatstep.cli.app`)."""
