@@ -1,3 +1,134 @@
-"""chatstep: OpenAI-style chat completions as reliable, typed, templated pipeline steps."""
+"""chatstep: OpenAI-style chat completions as reliable, typed, templated pipeline steps.
+
+The public API is below; everything else is private. Names are imported on first use, so
+``import chatstep`` and ``chatstep --help`` stay fast and never load the OpenAI SDK.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from chatstep.errors import (
+        APIConnectionError,
+        APIError,
+        APITimeoutError,
+        AuthenticationError,
+        BackendUnavailableError,
+        BadRequestError,
+        ChatstepError,
+        ConfigError,
+        InvalidJSONError,
+        NotFoundError,
+        OutputError,
+        PermissionDeniedError,
+        RateLimitError,
+        SchemaMismatchError,
+        SecretNotFound,
+        ServerError,
+        TemplateError,
+        TruncatedOutputError,
+    )
+    from chatstep.loading import load_step
+    from chatstep.messages import Message
+    from chatstep.pipeline import Runner, arun_step, astream_step, run_step
+    from chatstep.request import Request
+    from chatstep.result import EmbeddingResult, ModerationResult, StepResult, ToolCall
+    from chatstep.retry import RetryPolicy
+    from chatstep.secrets import SecretStore
+    from chatstep.steps import ChatCompletion, Embedding, Moderation, Step
+    from chatstep.streaming import Delta
+
+_EXPORTS: dict[str, str] = {
+    "APIConnectionError": "chatstep.errors",
+    "APIError": "chatstep.errors",
+    "APITimeoutError": "chatstep.errors",
+    "AuthenticationError": "chatstep.errors",
+    "BackendUnavailableError": "chatstep.errors",
+    "BadRequestError": "chatstep.errors",
+    "ChatCompletion": "chatstep.steps",
+    "ChatstepError": "chatstep.errors",
+    "ConfigError": "chatstep.errors",
+    "Delta": "chatstep.streaming",
+    "Embedding": "chatstep.steps",
+    "EmbeddingResult": "chatstep.result",
+    "InvalidJSONError": "chatstep.errors",
+    "Message": "chatstep.messages",
+    "Moderation": "chatstep.steps",
+    "ModerationResult": "chatstep.result",
+    "NotFoundError": "chatstep.errors",
+    "OutputError": "chatstep.errors",
+    "PermissionDeniedError": "chatstep.errors",
+    "RateLimitError": "chatstep.errors",
+    "Request": "chatstep.request",
+    "RetryPolicy": "chatstep.retry",
+    "Runner": "chatstep.pipeline",
+    "SchemaMismatchError": "chatstep.errors",
+    "SecretNotFound": "chatstep.errors",
+    "SecretStore": "chatstep.secrets",
+    "ServerError": "chatstep.errors",
+    "Step": "chatstep.steps",
+    "StepResult": "chatstep.result",
+    "TemplateError": "chatstep.errors",
+    "ToolCall": "chatstep.result",
+    "TruncatedOutputError": "chatstep.errors",
+    "arun_step": "chatstep.pipeline",
+    "astream_step": "chatstep.pipeline",
+    "load_step": "chatstep.loading",
+    "run_step": "chatstep.pipeline",
+}
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APITimeoutError",
+    "AuthenticationError",
+    "BackendUnavailableError",
+    "BadRequestError",
+    "ChatCompletion",
+    "ChatstepError",
+    "ConfigError",
+    "Delta",
+    "Embedding",
+    "EmbeddingResult",
+    "InvalidJSONError",
+    "Message",
+    "Moderation",
+    "ModerationResult",
+    "NotFoundError",
+    "OutputError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "Request",
+    "RetryPolicy",
+    "Runner",
+    "SchemaMismatchError",
+    "SecretNotFound",
+    "SecretStore",
+    "ServerError",
+    "Step",
+    "StepResult",
+    "TemplateError",
+    "ToolCall",
+    "TruncatedOutputError",
+    "arun_step",
+    "astream_step",
+    "load_step",
+    "run_step",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'chatstep' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

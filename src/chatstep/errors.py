@@ -3,8 +3,8 @@
 ::
 
     ChatstepError
-    ├── ConfigError                 a step definition or a value in it is wrong (field, problem, fix)
-    │   ├── TemplateError           a template failed to parse or render, or tried to escape the sandbox
+    ├── ConfigError                 a step definition or a value in it is wrong
+    │   ├── TemplateError           a template failed to render or left the sandbox
     │   └── SecretNotFound          a secret named by the step is in no provider
     ├── APIError                    the endpoint (or the embedded model) answered with an error
     │   ├── BadRequestError             400 / 422: the request was refused as malformed
@@ -19,7 +19,7 @@
     │   ├── InvalidJSONError            JSON output (or tool-call arguments) that does not parse
     │   ├── SchemaMismatchError         JSON output that does not match the step's JSON Schema
     │   └── TruncatedOutputError        the model stopped at max_tokens (finish_reason "length")
-    └── BackendUnavailableError     a backend cannot be used here (e.g. the [local] extra is missing)
+    └── BackendUnavailableError     a backend cannot be used here (e.g. [local] missing)
 
 Every error carries a message that names the field or the request, what is wrong, and how to fix
 it. No message ever contains an API key: messages that may quote user values pass through

@@ -21,7 +21,7 @@ app = typer.Typer(
 )
 
 # One module per command group; each exposes register(app).
-_COMMAND_MODULES: tuple[str, ...] = ()
+_COMMAND_MODULES: tuple[str, ...] = ("run", "endpoints")
 
 for _name in _COMMAND_MODULES:
     importlib.import_module(f"chatstep.cli.{_name}").register(app)
