@@ -7,6 +7,7 @@ inside commands, never at import time, so ``chatstep --help`` stays fast.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 
 import typer
 
@@ -21,10 +22,20 @@ app = typer.Typer(
 )
 
 # One module per command group; each exposes register(app).
-_COMMAND_MODULES: tuple[str, ...] = ("run", "endpoints")
+_COMMAND_MODULES: tuple[str, ...] = (
+    "run",
+    "endpoints",
+    "map",
+    "history",
+    "batch",
+    "flow",
+    "serve",
+    "testing_server",
+)
 
 for _name in _COMMAND_MODULES:
-    importlib.import_module(f"chatstep.cli.{_name}").register(app)
+    if importlib.util.find_spec(f"chatstep.cli.{_name}") is not None:
+        importlib.import_module(f"chatstep.cli.{_name}").register(app)
 
 
 def main() -> None:
