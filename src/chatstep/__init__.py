@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from chatstep.calls import arun_step, astream_step, run_step
     from chatstep.errors import (
         APIConnectionError,
         APIError,
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
     )
     from chatstep.loading import load_step
     from chatstep.messages import Message
-    from chatstep.pipeline import Runner, arun_step, astream_step, run_step
+    from chatstep.pipeline import Runner
     from chatstep.request import Request
     from chatstep.result import EmbeddingResult, ModerationResult, StepResult, ToolCall
     from chatstep.retry import RetryPolicy
@@ -75,10 +76,10 @@ _EXPORTS: dict[str, str] = {
     "TemplateError": "chatstep.errors",
     "ToolCall": "chatstep.result",
     "TruncatedOutputError": "chatstep.errors",
-    "arun_step": "chatstep.pipeline",
-    "astream_step": "chatstep.pipeline",
+    "arun_step": "chatstep.calls",
+    "astream_step": "chatstep.calls",
     "load_step": "chatstep.loading",
-    "run_step": "chatstep.pipeline",
+    "run_step": "chatstep.calls",
 }
 
 __all__ = [

@@ -55,7 +55,8 @@ __all__ = [
 
 # Shapes of API keys of OpenAI and common OpenAI-compatible vendors, and bearer tokens.
 _KEY_PATTERNS = re.compile(
-    r"(sk-[A-Za-z0-9_\-]{8,}|Bearer\s+[A-Za-z0-9_\-\.=]{8,}|(?i:api[_-]?key)\s*[=:]\s*\S{8,})"
+    r"(sk-[A-Za-z0-9_\-]{8,}|Bearer\s+[A-Za-z0-9_\-\.=]{8,}"
+    r"|(?i:api[_-]?key)\s*[=:]\s*[\"']?[A-Za-z0-9_\-\.]{16,})"
 )
 _registered_secrets: set[str] = set()
 

@@ -6,8 +6,7 @@
       --> cache? --> rate limiter --> retry policy --> backend --> Response --> StepResult
 
 :class:`Runner` holds what is shared between calls (backends and their connection pools, the
-cache, the history log, the limiter); :func:`arun_step` / :func:`run_step` run one step with a
-throwaway runner.
+cache, the history log, the limiter); :mod:`chatstep.calls` runs one step with a throwaway one.
 """
 
 from __future__ import annotations
@@ -15,14 +14,16 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from chatstep.backends.base import Backend, Reply
+from chatstep.cache import ResponseCache, cache_key, open_cache
 from chatstep.connection import BackendPool, Connection, resolve_connection
-from chatstep.errors import APIConnectionError, APIError, ChatstepError
+from chatstep.errors import APIConnectionError, APIError
+from chatstep.history import History, HistoryEntry
 from chatstep.loading import load_step
 from chatstep.output import parse_json_output
 from chatstep.render import make_context, render_step
@@ -35,7 +36,7 @@ from chatstep.streaming import ChunkAssembler, Delta
 if TYPE_CHECKING:
     from chatstep.secrets import SecretStore
 
-__all__ = ["CallHooks", "Runner", "arun_step", "astream_step", "run_step"]
+__all__ = ["CallHooks", "DeltaCallback", "Runner", "StepSource"]
 
 T = TypeVar("T")
 DeltaCallback = Callable[[Delta], Any]
@@ -73,6 +74,21 @@ async def _deliver(on_delta: DeltaCallback | None, delta: Delta) -> None:
         await outcome
 
 
+async def _replay(response: dict[str, Any], on_delta: DeltaCallback | None) -> None:
+    # A cached answer streams as one delta per choice, so stream consumers still see the text.
+    if on_delta is None:
+        return
+    for choice in response.get("choices") or []:
+        message = choice.get("message") or {}
+        delta = Delta(
+            choice=int(choice.get("index", 0)),
+            content=message.get("content"),
+            tool_calls=message.get("tool_calls"),
+            finish_reason=choice.get("finish_reason"),
+        )
+        await _deliver(on_delta, delta)
+
+
 def _mirror_function_call(response: dict[str, Any]) -> None:
     # Steps written for legacy function calling read message.function_call; the request used
     # tools, so the first tool call is mirrored there.
@@ -95,13 +111,39 @@ class Runner:
         backend: Backend | None = None,
         hooks: list[CallHooks] | None = None,
         price_table: Any = None,
+        cache: ResponseCache | str | bool | None = None,
+        cache_ttl: float | None = None,
+        history: History | bool | None = None,
+        run_id: str | None = None,
     ) -> None:
+        """Shared settings for many calls.
+
+        ``cache``: True (the default SQLite cache), a spec for ``open_cache`` (a path or a
+        ``redis://`` URL) or a cache object turns caching on for every step that does not say
+        ``cache: false``; None or False leaves it to each step's ``cache: true``.
+        ``history``: None logs every call to the default history (unless ``CHATSTEP_HISTORY=off``),
+        False logs nothing, or a :class:`History` to log to.
+        """
+        from chatstep.pricing import default_price_table
         from chatstep.secrets import default_secret_store
 
         self.secrets = secrets if secrets is not None else default_secret_store()
         self.retry = retry or RetryPolicy()
         self.hooks = list(hooks or [])
-        self.price_table = price_table
+        self.price_table = price_table if price_table is not None else default_price_table()
+        self.cache_all = cache not in (None, False)
+        self._cache_spec = cache if isinstance(cache, str) else None
+        self._cache: ResponseCache | None = (
+            cache if cache is not None and not isinstance(cache, str | bool) else None
+        )
+        self.cache_ttl = cache_ttl
+        if history is False:
+            self.history = History.disabled()
+        elif isinstance(history, History):
+            self.history = history
+        else:
+            self.history = History()
+        self.run_id = run_id
         self._backend = backend
         self._pool = BackendPool()
         self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
@@ -114,6 +156,8 @@ class Runner:
 
     async def aclose(self) -> None:
         await self._pool.aclose()
+        if self._cache is not None and self._cache_spec is not None:
+            self._cache.close()
 
     def backend_for(self, conn: Connection) -> Backend:
         return self._backend if self._backend is not None else self._pool.get(conn)
@@ -148,17 +192,7 @@ class Runner:
         if on_delta is not None and stream is None:
             stream = True
         rendered, request, conn = self.prepare(step, inputs, outputs, stream=stream)
-        result: AnyResult | None = None
-        error: Exception | None = None
-        try:
-            result = await self.execute(rendered, request, conn, on_delta=on_delta)
-            return result
-        except Exception as exc:
-            error = exc
-            raise
-        finally:
-            for hook in self.hooks:
-                await hook.after_result(rendered, request, result, error)
+        return await self.execute(rendered, request, conn, on_delta=on_delta)
 
     async def execute(
         self,
@@ -168,13 +202,82 @@ class Runner:
         *,
         on_delta: DeltaCallback | None = None,
     ) -> AnyResult:
-        """Send a prepared request with retries and build the result."""
+        """Send a prepared request (cache first, then with retries), build and log the result."""
+        started = time.perf_counter()
+        result: AnyResult | None = None
+        error: Exception | None = None
+        try:
+            result = await self._execute(step, request, conn, on_delta, started)
+            return result
+        except Exception as exc:
+            error = exc
+            raise
+        finally:
+            latency_ms = (time.perf_counter() - started) * 1000
+            await self._record(step, request, conn, result, error, latency_ms)
+            for hook in self.hooks:
+                await hook.after_result(step, request, result, error)
+
+    async def _execute(
+        self,
+        step: Step,
+        request: Request,
+        conn: Connection,
+        on_delta: DeltaCallback | None,
+        started: float,
+    ) -> AnyResult:
+        cache, key = self._cache_for(step, request, conn)
+        if cache is not None and key is not None:
+            hit = cache.get(key)
+            if hit is not None:
+                await _replay(hit, on_delta)
+                latency_ms = (time.perf_counter() - started) * 1000
+                return self._result(step, request, Reply(hit), 0, latency_ms, conn, cached=True)
         backend = self.backend_for(conn)
         policy = replace(self.retry, max_retries=conn.max_retries)
-        started = time.perf_counter()
         reply, attempts = await self._send_with_retry(backend, request, conn, policy, on_delta)
         latency_ms = (time.perf_counter() - started) * 1000
-        return self._result(step, request, reply, attempts, latency_ms)
+        result = self._result(step, request, reply, attempts, latency_ms, conn)
+        if cache is not None and key is not None:
+            ttl = step.cache_ttl if isinstance(step.cache_ttl, float | int) else self.cache_ttl
+            cache.set(key, reply.body, ttl)
+        return result
+
+    def _cache_for(
+        self, step: Step, request: Request, conn: Connection
+    ) -> tuple[ResponseCache | None, str | None]:
+        wanted = step.cache if step.cache is not None else self.cache_all
+        if not wanted:
+            return None, None
+        if self._cache is None:
+            self._cache = open_cache(self._cache_spec)
+        where = conn.base_url or ("local://embedded" if conn.backend == "local" else None)
+        return self._cache, cache_key(request.endpoint, request.body, where)
+
+    async def _record(
+        self,
+        step: Step,
+        request: Request,
+        conn: Connection,
+        result: AnyResult | None,
+        error: Exception | None,
+        latency_ms: float,
+    ) -> None:
+        if not self.history.writes_enabled:
+            return
+        entry = HistoryEntry.from_exchange(
+            request.endpoint,
+            request.body,
+            result.response if result is not None else None,
+            step=step.id,
+            base_url=conn.base_url or ("local" if conn.backend == "local" else None),
+            latency_ms=result.latency_ms if result is not None else latency_ms,
+            cost_usd=result.cost if result is not None else None,
+            cached=bool(result is not None and result.cached),
+            error=f"{type(error).__name__}: {error}" if error is not None else None,
+            run_id=self.run_id,
+        )
+        await asyncio.to_thread(self.history.record, entry)
 
     async def _send_with_retry(
         self,
@@ -229,14 +332,22 @@ class Runner:
             )
         return Reply(assembler.response(), streamed.headers)
 
-    def _cost(self, model: str, usage: dict[str, Any]) -> float | None:
+    def _cost(self, model: str, usage: dict[str, Any], local: bool) -> float | None:
         if self.price_table is None or not usage:
             return None
-        cost = self.price_table.cost(model, usage)
+        cost = self.price_table.cost(model, usage, local=local)
         return None if cost is None else float(cost.total_usd)
 
     def _result(
-        self, step: Step, request: Request, reply: Reply, attempts: int, latency_ms: float
+        self,
+        step: Step,
+        request: Request,
+        reply: Reply,
+        attempts: int,
+        latency_ms: float,
+        conn: Connection,
+        *,
+        cached: bool = False,
     ) -> AnyResult:
         response = reply.body
         common: dict[str, Any] = {
@@ -246,9 +357,13 @@ class Runner:
             "latency_ms": latency_ms,
             "attempts": attempts,
             "headers": dict(reply.headers),
+            "cached": cached,
         }
         usage = response.get("usage") if isinstance(response.get("usage"), dict) else {}
-        common["cost"] = self._cost(str(response.get("model") or request.model), usage or {})
+        model = str(response.get("model") or request.model)
+        # A cache hit was paid for once already: it costs nothing now.
+        cost = 0.0 if cached else self._cost(model, usage or {}, conn.backend == "local")
+        common["cost"] = cost
         if request.endpoint == "embeddings":
             return EmbeddingResult(**common)
         if request.endpoint == "moderations":
@@ -269,104 +384,3 @@ class Runner:
         reply = await self.backend_for(conn).list_models(timeout=conn.timeout)
         data = reply.body.get("data")
         return list(data) if isinstance(data, list) else []
-
-
-def _run_sync(coro: Coroutine[Any, Any, T]) -> T:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    # Called from inside an event loop (a notebook, an async orchestrator): run in a thread.
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["value"] = asyncio.run(coro)
-        except BaseException as exc:
-            box["error"] = exc
-
-    import threading
-
-    thread = threading.Thread(target=target, name="chatstep-run")
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    return box["value"]  # type: ignore[no-any-return]
-
-
-async def arun_step(
-    step: StepSource,
-    inputs: Mapping[str, Any] | None = None,
-    outputs: Mapping[str, Any] | None = None,
-    *,
-    stream: bool | None = None,
-    on_delta: DeltaCallback | None = None,
-    runner: Runner | None = None,
-) -> AnyResult:
-    """Run one step (a step object, a YAML/JSON path, or a dict) and return its result."""
-    if runner is not None:
-        return await runner.run(step, inputs, outputs, stream=stream, on_delta=on_delta)
-    async with Runner() as own:
-        return await own.run(step, inputs, outputs, stream=stream, on_delta=on_delta)
-
-
-def run_step(
-    step: StepSource,
-    inputs: Mapping[str, Any] | None = None,
-    outputs: Mapping[str, Any] | None = None,
-    *,
-    stream: bool | None = None,
-    on_delta: DeltaCallback | None = None,
-) -> AnyResult:
-    """Synchronous :func:`arun_step`."""
-    return _run_sync(arun_step(step, inputs, outputs, stream=stream, on_delta=on_delta))
-
-
-class StepStream:
-    """Async iterator over a streamed step's deltas; ``result`` holds the assembled result."""
-
-    def __init__(self, task_factory: Callable[[DeltaCallback], Awaitable[AnyResult]]) -> None:
-        self._queue: asyncio.Queue[Delta | None] = asyncio.Queue()
-        self._factory = task_factory
-        self._task: asyncio.Task[AnyResult] | None = None
-        self.result: AnyResult | None = None
-
-    def __aiter__(self) -> AsyncIterator[Delta]:
-        return self._iterate()
-
-    async def _iterate(self) -> AsyncIterator[Delta]:
-        async def run() -> AnyResult:
-            try:
-                return await self._factory(self._queue.put_nowait)
-            finally:
-                self._queue.put_nowait(None)
-
-        self._task = asyncio.ensure_future(run())
-        try:
-            while (delta := await self._queue.get()) is not None:
-                yield delta
-            self.result = await self._task
-        finally:
-            if not self._task.done():
-                self._task.cancel()
-
-
-def astream_step(
-    step: StepSource,
-    inputs: Mapping[str, Any] | None = None,
-    outputs: Mapping[str, Any] | None = None,
-    *,
-    runner: Runner | None = None,
-) -> StepStream:
-    """Stream a chat step: ``async for delta in stream``, then ``stream.result``."""
-
-    async def factory(callback: DeltaCallback) -> AnyResult:
-        return await arun_step(step, inputs, outputs, stream=True, on_delta=callback, runner=runner)
-
-    return StepStream(factory)
-
-
-def is_chatstep_error(exc: BaseException) -> bool:
-    """True for errors chatstep raises on purpose."""
-    return isinstance(exc, ChatstepError)

@@ -117,6 +117,10 @@ class StepBase(_Strict):
     """``auto``: OpenAI-compatible HTTP when a key or base URL is set, else the embedded model."""
     extra_headers: dict[str, str] | None = None
     """Extra HTTP headers (e.g. ``api-key`` routing for gateways)."""
+    cache: bool | None = None
+    """Cache this step's answers: True or False; None lets the run decide (off by default)."""
+    cache_ttl: Templated[PositiveFloat] | None = Field(default=None, alias="cacheTtl")
+    """Seconds a cached answer stays valid; None: forever."""
 
     @model_validator(mode="before")
     @classmethod

@@ -34,7 +34,8 @@ def models(
     ] = False,
 ) -> None:
     """List the models the endpoint offers."""
-    from chatstep.pipeline import Runner, _run_sync
+    from chatstep.calls import run_sync
+    from chatstep.pipeline import Runner
     from chatstep.steps import ChatCompletion
 
     async def fetch() -> list[dict[str, Any]]:
@@ -43,7 +44,7 @@ def models(
             return await runner.list_models(step)
 
     with reports_errors():
-        data = _run_sync(fetch())
+        data = run_sync(fetch())
         if as_json:
             print_json(data)
         else:
@@ -62,7 +63,7 @@ def moderate(
     ] = False,
 ) -> None:
     """Classify text for policy categories."""
-    from chatstep.pipeline import run_step
+    from chatstep.calls import run_step
     from chatstep.result import ModerationResult
     from chatstep.steps import Moderation
 
@@ -92,7 +93,7 @@ def embed(
     ] = False,
 ) -> None:
     """Embed text and print the vectors as JSON."""
-    from chatstep.pipeline import run_step
+    from chatstep.calls import run_step
     from chatstep.result import EmbeddingResult
     from chatstep.steps import Embedding
 

@@ -28,8 +28,8 @@ def run(
     local: Annotated[bool, typer.Option("--local", help="Use the embedded local model.")] = False,
 ) -> None:
     """Run a step and print its content (or, with --json, the whole result)."""
+    from chatstep.calls import run_step
     from chatstep.loading import load_step
-    from chatstep.pipeline import run_step
     from chatstep.result import EmbeddingResult, ModerationResult, StepResult
     from chatstep.streaming import Delta
 

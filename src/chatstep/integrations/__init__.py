@@ -1,1 +1,1 @@
-"""Orchestrator homes: Flyte, Airflow, Prefect. Each imports its orchestrator lazily, behind an extra."""
+"""Orchestrator homes: Flyte, Airflow, Prefect, each imported lazily behind its extra."""

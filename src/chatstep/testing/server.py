@@ -1,0 +1,222 @@
+"""``TestServer``: the OpenAI-compatible test app served by uvicorn on a local port.
+
+Runs in a background thread (``with TestServer() as server:`` or ``start()``/``stop()``) or in
+the foreground (``serve_forever()``, used by ``chatstep testing-server``).
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable
+from types import TracebackType
+from typing import Any
+
+from chatstep.testing.app import create_app
+from chatstep.testing.script import CHAT_PATH
+from chatstep.testing.spec import SpecViolation
+from chatstep.testing.state import Handler, RecordedRequest, ServerState
+from chatstep.testing.synth import DEFAULT_MODELS
+
+__all__ = ["TestServer"]
+
+_START_TIMEOUT = 30.0
+_STOP_TIMEOUT = 10.0
+
+
+class TestServer:
+    """An OpenAI-compatible server for tests: scripted answers, recorded requests, spec checks.
+
+    ``validate`` checks every request and response body against the official OpenAI spec;
+    ``api_key`` makes the server demand ``Authorization: Bearer <api_key>``; ``handler`` answers
+    requests whose path has nothing queued.
+    """
+
+    __test__ = False  # not a pytest test class, despite the name
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        validate: bool = True,
+        api_key: str | None = None,
+        models: Iterable[str] = DEFAULT_MODELS,
+        handler: Handler | None = None,
+    ) -> None:
+        self.host = host
+        self._requested_port = port
+        self._initial_handler = handler
+        self.state = ServerState(
+            validate=validate, api_key=api_key, models=list(models), handler=handler
+        )
+        self._socket: socket.socket | None = None
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        """The bound port (known once started)."""
+        if self._socket is None:
+            raise RuntimeError("TestServer.port: the server is not started; call start() first")
+        port: int = self._socket.getsockname()[1]
+        return port
+
+    @property
+    def url(self) -> str:
+        """Root URL, e.g. ``http://127.0.0.1:8123``."""
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        """OpenAI base URL, e.g. ``http://127.0.0.1:8123/v1``."""
+        return f"{self.url}/v1"
+
+    def _bind(self) -> socket.socket:
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        # proto=IPPROTO_TCP matters: asyncio only sets TCP_NODELAY on accepted sockets whose
+        # proto says TCP, and without it every answer waits ~40 ms for a delayed ACK.
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self._requested_port))
+        sock.listen(128)
+        sock.setblocking(False)
+        return sock
+
+    def _build(self) -> Any:
+        import uvicorn
+
+        config = uvicorn.Config(
+            create_app(self.state),
+            log_level="warning",
+            access_log=False,
+            http="h11",
+            ws="none",
+            lifespan="off",
+            timeout_graceful_shutdown=1,
+        )
+        server = uvicorn.Server(config)
+
+        def close_connection(client: Any, reset: bool) -> bool:
+            for connection in list(server.server_state.connections):
+                if getattr(connection, "client", None) == client:
+                    transport = connection.transport
+                    if reset:
+                        transport.abort()
+                    else:
+                        transport.close()
+                    return True
+            return False
+
+        self.state.connection_closer = close_connection
+        return server
+
+    def start(self) -> TestServer:
+        """Start serving in a background thread; returns once the port accepts connections."""
+        if self._thread is not None:
+            raise RuntimeError("TestServer.start: already started; call stop() first")
+        # Load the spec now, so the first request is not slow (clients may have short timeouts).
+        _ = self.state.validator
+        self.state.stopping.clear()
+        self._socket = self._bind()
+        self._server = self._build()
+        sockets = [self._socket]
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": sockets}, name="chatstep-test-server"
+        )
+        self._thread.daemon = True
+        self._thread.start()
+        deadline = time.monotonic() + _START_TIMEOUT
+        while not self._server.started:
+            if not self._thread.is_alive():
+                self._cleanup()
+                raise RuntimeError("TestServer.start: uvicorn exited during startup (see log)")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"TestServer.start: not serving after {_START_TIMEOUT}s")
+            time.sleep(0.005)
+        return self
+
+    def stop(self) -> None:
+        """Stop serving; pending delayed answers are cut short."""
+        self.state.stopping.set()
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(_STOP_TIMEOUT)
+            if self._thread.is_alive() and self._server is not None:
+                self._server.force_exit = True
+                self._thread.join(_STOP_TIMEOUT)
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        if self._socket is not None:
+            self._socket.close()
+        self._socket = None
+        self._thread = None
+        self._server = None
+        self.state.connection_closer = None
+
+    def serve_forever(self, on_ready: Callable[[TestServer], None] | None = None) -> None:
+        """Serve in the foreground until interrupted (Ctrl-C); ``on_ready`` runs once bound."""
+        _ = self.state.validator
+        self._socket = self._bind()
+        self._server = self._build()
+        if on_ready is not None:
+            on_ready(self)
+        try:
+            self._server.run(sockets=[self._socket])
+        finally:
+            self._cleanup()
+
+    def __enter__(self) -> TestServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- scripting and inspection ----------------------------------------------------------
+
+    def enqueue(self, *items: Any, path: str = CHAT_PATH) -> None:
+        """Queue answers for the next requests to ``path`` (default: chat completions)."""
+        self.state.script.enqueue(items, path)
+
+    def pending(self, path: str | None = None) -> int:
+        """How many queued items have not been used yet (for ``path``, or in all)."""
+        return self.state.script.pending(path)
+
+    @property
+    def handler(self) -> Handler | None:
+        """``handler(path, body) -> item | dict | None``, asked when a path's queue is empty."""
+        return self.state.handler
+
+    @handler.setter
+    def handler(self, handler: Handler | None) -> None:
+        self.state.handler = handler
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """Requests received so far, in arrival order (a snapshot)."""
+        return self.state.requests
+
+    @property
+    def spec_violations(self) -> list[SpecViolation]:
+        """Request and response bodies that did not match the OpenAI spec (a snapshot)."""
+        return self.state.violations
+
+    def allow_spec_violations(self) -> None:
+        """Tell the pytest fixture that this test expects spec violations."""
+        self.state.allow_violations()
+
+    def reset(self) -> None:
+        """Forget the script, recorded requests and violations; restore the initial handler."""
+        self.state.reset()
+        self.state.handler = self._initial_handler
