@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,11 +18,10 @@ FAKE_KEY = "sk-test-FAKEKEY0123456789abcdefFAKE"
 
 
 @pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for name in _OPENAI_VARS:
         monkeypatch.delenv(name, raising=False)
     home = tmp_path / "chatstep-home"
     monkeypatch.setenv("CHATSTEP_HOME", str(home))
     monkeypatch.setenv("CHATSTEP_SECRETS_DIR", str(tmp_path / "no-secrets-dir"))
     monkeypatch.chdir(tmp_path)
-    yield

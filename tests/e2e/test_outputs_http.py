@@ -35,7 +35,10 @@ def test_tool_call_arguments_addressed_from_a_later_step(openai_env: TestServer)
             tool_calls=[
                 {
                     "name": "respond_to_review",
-                    "arguments": {"response_urgency": "reply_immediately", "response_text": "Sorry!"},
+                    "arguments": {
+                        "response_urgency": "reply_immediately",
+                        "response_text": "Sorry!",
+                    },
                 }
             ]
         )
@@ -67,15 +70,23 @@ def test_tool_call_arguments_addressed_from_a_later_step(openai_env: TestServer)
 
 def test_invalid_tool_arguments_fail_when_indexed(openai_env: TestServer) -> None:
     openai_env.enqueue(Respond(tool_calls=[{"name": "f", "arguments": "{not json"}]))
-    first = run_step({"id": "a", "model": "gpt-4o", "prompt": "x", "tools": [{"function": {"name": "f"}}]})
+    first = run_step(
+        {"id": "a", "model": "gpt-4o", "prompt": "x", "tools": [{"function": {"name": "f"}}]}
+    )
     with pytest.raises(InvalidJSONError, match=r"tool_calls\[0\] \(f\)"):
         run_step(
-            {"model": "gpt-4o", "prompt": "{{ outputs.a.choices[0].message.tool_calls[0].function.arguments.x }}"},
+            {
+                "model": "gpt-4o",
+                "prompt": "{{ outputs.a.choices[0].message.tool_calls[0].function.arguments.x }}",
+            },
             outputs={"a": first},
         )
     # Printing the raw string still works.
     out = run_step(
-        {"model": "gpt-4o", "prompt": "{{ outputs.a.choices[0].message.tool_calls[0].function.arguments }}"},
+        {
+            "model": "gpt-4o",
+            "prompt": "{{ outputs.a.choices[0].message.tool_calls[0].function.arguments }}",
+        },
         outputs={"a": first},
     )
     assert out.content == "echo: {not json"
@@ -84,20 +95,28 @@ def test_invalid_tool_arguments_fail_when_indexed(openai_env: TestServer) -> Non
 def test_truncated_json_is_a_clear_error(openai_env: TestServer) -> None:
     openai_env.enqueue(Respond(content='{"a": "unfinish', finish_reason="length"))
     with pytest.raises(TruncatedOutputError, match="cut off") as info:
-        run_step({"model": "gpt-4o-mini", "prompt": "x", "response_format": {"type": "json_object"}})
+        run_step(
+            {"model": "gpt-4o-mini", "prompt": "x", "response_format": {"type": "json_object"}}
+        )
     assert isinstance(info.value.result, StepResult)  # nothing is lost
 
 
 def test_invalid_json_and_schema_mismatch(openai_env: TestServer) -> None:
     openai_env.enqueue(Respond(content="not json at all"))
     with pytest.raises(InvalidJSONError):
-        run_step({"model": "gpt-4o-mini", "prompt": "x", "response_format": {"type": "json_object"}})
+        run_step(
+            {"model": "gpt-4o-mini", "prompt": "x", "response_format": {"type": "json_object"}}
+        )
     openai_env.enqueue(Respond(content='{"u": "maybe"}'))
     fmt = {
         "type": "json_schema",
         "json_schema": {
             "name": "u",
-            "schema": {"type": "object", "properties": {"u": {"enum": ["yes", "no"]}}, "required": ["u"]},
+            "schema": {
+                "type": "object",
+                "properties": {"u": {"enum": ["yes", "no"]}},
+                "required": ["u"],
+            },
         },
     }
     with pytest.raises(SchemaMismatchError, match=r"\['u'\]"):
@@ -106,7 +125,9 @@ def test_invalid_json_and_schema_mismatch(openai_env: TestServer) -> None:
 
 def test_json_object_mode(openai_env: TestServer) -> None:
     openai_env.enqueue(Respond(content='{"k": [1, 2]}'))
-    result = run_step({"model": "gpt-4o-mini", "prompt": "json", "response_format": {"type": "json_object"}})
+    result = run_step(
+        {"model": "gpt-4o-mini", "prompt": "json", "response_format": {"type": "json_object"}}
+    )
     assert isinstance(result, StepResult)
     assert result.parsed == {"k": [1, 2]}
 
@@ -116,7 +137,10 @@ def test_response_shape_and_usage(openai_env: TestServer) -> None:
     assert isinstance(result, StepResult)
     for key in ("id", "object", "created", "model", "choices", "usage"):
         assert key in result.response
-    assert result.usage["total_tokens"] == result.usage["prompt_tokens"] + result.usage["completion_tokens"]
+    assert (
+        result.usage["total_tokens"]
+        == result.usage["prompt_tokens"] + result.usage["completion_tokens"]
+    )
     as_dict = result.to_dict()
     assert as_dict["content"] == "echo: shape"
 
@@ -128,7 +152,14 @@ def test_moderation_and_embedding(openai_env: TestServer) -> None:
     assert isinstance(mod, ModerationResult)
     assert [r["flagged"] for r in mod.results] == [True, False]
     assert mod.flagged
-    emb = run_step({"type": "embedding", "model": "text-embedding-3-small", "input": ["a", "b"], "dimensions": 8})
+    emb = run_step(
+        {
+            "type": "embedding",
+            "model": "text-embedding-3-small",
+            "input": ["a", "b"],
+            "dimensions": 8,
+        }
+    )
     assert isinstance(emb, EmbeddingResult)
     assert [len(v) for v in emb.vectors] == [8, 8]
     assert openai_env.requests[-1].body == {

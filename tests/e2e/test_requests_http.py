@@ -155,7 +155,9 @@ def test_organization_project_and_key_headers(openai_server: TestServer) -> None
     assert headers["x-team"] == "data"
 
 
-def test_connection_from_environment(openai_server: TestServer, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_connection_from_environment(
+    openai_server: TestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("OPENAI_BASE_URL", openai_server.base_url)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-env-key-0000000000")
     monkeypatch.setenv("OPENAI_ORG_ID", "org-env")
@@ -180,7 +182,9 @@ def test_secret_from_dotenv_file(openai_server: TestServer, tmp_path: Any) -> No
 def test_templated_numeric_field_is_validated_after_rendering(openai_env: TestServer) -> None:
     from chatstep import ConfigError
 
-    run_step({"model": "gpt-4o-mini", "prompt": "x", "temperature": "{{ inputs.t }}"}, {"t": "0.25"})
+    run_step(
+        {"model": "gpt-4o-mini", "prompt": "x", "temperature": "{{ inputs.t }}"}, {"t": "0.25"}
+    )
     assert _last_body(openai_env)["temperature"] == 0.25
     with pytest.raises(ConfigError) as info:
         run_step({"model": "gpt-4o-mini", "prompt": "x", "temperature": "{{ inputs.t }}"}, {"t": 7})

@@ -7,7 +7,14 @@ from typing import Any
 
 import pytest
 
-from chatstep import APITimeoutError, AuthenticationError, RetryPolicy, Runner, ServerError, StepResult
+from chatstep import (
+    APITimeoutError,
+    AuthenticationError,
+    RetryPolicy,
+    Runner,
+    ServerError,
+    StepResult,
+)
 from chatstep.testing import Delay, Drop, Fail, Respond, TestServer
 
 STEP = {"model": "gpt-4o-mini", "prompt": "x"}
@@ -19,6 +26,7 @@ def _run(step: dict[str, Any], policy: RetryPolicy | None = None) -> tuple[StepR
 
     async def main() -> StepResult:
         async with Runner(retry=policy) as runner:
+
             async def sleep(seconds: float) -> None:
                 waits.append(seconds)
                 await asyncio.sleep(seconds)

@@ -30,7 +30,9 @@ def test_stream_deltas_in_order_and_assembled_equals_plain(openai_env: TestServe
     openai_env.enqueue(Respond(content=text), Respond(content=text))
     plain = run_step({"model": "gpt-4o-mini", "prompt": "x"})
     deltas: list[Delta] = []
-    streamed = run_step({"model": "gpt-4o-mini", "prompt": "x"}, stream=True, on_delta=deltas.append)
+    streamed = run_step(
+        {"model": "gpt-4o-mini", "prompt": "x"}, stream=True, on_delta=deltas.append
+    )
     assert isinstance(plain, StepResult)
     assert isinstance(streamed, StepResult)
     pieces = [d.content for d in deltas if d.content]
