@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from chatstep.secrets import SecretStore
     from chatstep.steps import StepBase
 
-__all__ = ["BackendPool", "Connection", "resolve_connection"]
+__all__ = ["BackendPool", "Connection", "for_local_model", "resolve_connection"]
 
 LOCAL_PREFIX = "local/"
 LOCAL_MODEL_NAME = "gemma-3-270m"
@@ -49,6 +49,18 @@ class Connection:
         digest = hashlib.sha256((self.api_key or "").encode()).hexdigest()[:16]
         parts = (self.backend, self.base_url or "", self.organization or "", self.project or "")
         return (*parts, digest, repr(self.headers))
+
+
+def for_local_model(model: str) -> str:
+    """The model id to send to the embedded backend for a step's ``model``.
+
+    ``local/NAME`` and ``NAME`` itself pass through; any other id (``gpt-4o-mini``) means the
+    step was written for OpenAI and runs locally only because no key is set: it is mapped to
+    the embedded model, so the same step file works in both places unchanged.
+    """
+    if model == "local" or model.startswith(LOCAL_PREFIX) or model == LOCAL_MODEL_NAME:
+        return model
+    return LOCAL_MODEL_NAME
 
 
 def _announce_local() -> None:

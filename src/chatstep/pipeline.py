@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from chatstep.backends.base import Backend, Reply
 from chatstep.cache import ResponseCache, cache_key, open_cache
-from chatstep.connection import BackendPool, Connection, resolve_connection
+from chatstep.connection import BackendPool, Connection, for_local_model, resolve_connection
 from chatstep.errors import APIConnectionError, APIError
 from chatstep.history import History, HistoryEntry
 from chatstep.loading import load_step
@@ -173,11 +173,13 @@ class Runner:
         """Render a step and build its request and connection, without calling anything."""
         definition = _as_step(step)
         rendered = render_step(definition, make_context(inputs, outputs, self.secrets))
-        return (
-            rendered,
-            build_request(rendered, stream=stream),
-            resolve_connection(rendered, self.secrets),
-        )
+        request = build_request(rendered, stream=stream)
+        conn = resolve_connection(rendered, self.secrets)
+        if conn.backend == "local" and self._backend is None:
+            model = for_local_model(request.model)
+            if model != request.model:
+                request = Request(request.endpoint, {**request.body, "model": model})
+        return rendered, request, conn
 
     async def run(
         self,
