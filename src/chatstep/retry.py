@@ -1,7 +1,7 @@
 """Retry decisions as data: a failure record in, a delay (or "give up") out.
 
 chatstep owns retries, so the SDK's own are off (``max_retries=0``) and nothing retries twice.
-Retried: connection errors, timeouts, 408, 409, 429 and 5xx. Not retried: other 4xx, and a 429
+Retried: connection errors, timeouts, 408, 409, 429 and 5xx. Not retried: other 4xx, 501, and a 429
 whose code is ``insufficient_quota`` (waiting does not refill a quota). A server's
 ``retry-after-ms`` / ``retry-after`` is honoured, up to ``max_retry_after`` seconds.
 """
@@ -65,7 +65,8 @@ class RetryPolicy:
             return False
         if status == 429 and error.code == "insufficient_quota":
             return False
-        return status in _RETRY_STATUSES or status >= 500
+        # 501 Not Implemented says the server cannot do this at all: waiting will not help.
+        return status in _RETRY_STATUSES or (status >= 500 and status != 501)
 
     def delay_for(self, error: APIError, attempt: int) -> float | None:
         """Seconds to wait before retry number ``attempt`` (1-based), or None to give up."""
