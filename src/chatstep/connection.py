@@ -78,9 +78,9 @@ def resolve_connection(step: StepBase, secrets: SecretStore) -> Connection:
     api_key = step.api_key or secrets.find("OPENAI_API_KEY")
     if api_key:
         register_secret(api_key)
-    base_url = step.base_url or secrets.find("OPENAI_BASE_URL")
-    organization = step.organization or secrets.find("OPENAI_ORG_ID")
-    project = step.project or secrets.find("OPENAI_PROJECT_ID")
+    base_url = step.base_url or secrets.find("OPENAI_BASE_URL", sensitive=False)
+    organization = step.organization or secrets.find("OPENAI_ORG_ID", sensitive=False)
+    project = step.project or secrets.find("OPENAI_PROJECT_ID", sensitive=False)
     wants_local = step.backend == "local" or step.model.startswith(LOCAL_PREFIX)
     if step.backend == "auto" and not wants_local and not api_key and not base_url:
         _announce_local()

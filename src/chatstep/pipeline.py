@@ -36,7 +36,7 @@ from chatstep.streaming import ChunkAssembler, Delta
 if TYPE_CHECKING:
     from chatstep.secrets import SecretStore
 
-__all__ = ["CallHooks", "DeltaCallback", "Runner", "StepSource"]
+__all__ = ["CallHooks", "DeltaCallback", "Runner", "StepSource", "as_step"]
 
 T = TypeVar("T")
 DeltaCallback = Callable[[Delta], Any]
@@ -60,7 +60,8 @@ class _Attempt:
     delivered: bool = False
 
 
-def _as_step(step: StepSource) -> Step:
+def as_step(step: StepSource) -> Step:
+    """A step object from a step, a YAML/JSON path, or a mapping."""
     if isinstance(step, ChatCompletion | Moderation | Embedding):
         return step
     return load_step(step)
@@ -169,10 +170,15 @@ class Runner:
         outputs: Mapping[str, Any] | None = None,
         *,
         stream: bool | None = None,
+        prefix: str = "",
     ) -> tuple[Step, Request, Connection]:
-        """Render a step and build its request and connection, without calling anything."""
-        definition = _as_step(step)
-        rendered = render_step(definition, make_context(inputs, outputs, self.secrets))
+        """Render a step and build its request and connection, without calling anything.
+
+        ``prefix`` is put before field paths in errors (a flow passes ``tasks[2](summarize)``).
+        """
+        definition = as_step(step)
+        context = make_context(inputs, outputs, self.secrets)
+        rendered = render_step(definition, context, prefix=prefix)
         request = build_request(rendered, stream=stream)
         conn = resolve_connection(rendered, self.secrets)
         if conn.backend == "local" and self._backend is None:
@@ -381,7 +387,7 @@ class Runner:
 
     async def list_models(self, step: StepSource | None = None) -> list[dict[str, Any]]:
         """Models the connection offers (``step`` gives connection settings; else defaults)."""
-        definition = _as_step(step) if step is not None else ChatCompletion(model="-", prompt="-")
+        definition = as_step(step) if step is not None else ChatCompletion(model="-", prompt="-")
         conn = resolve_connection(definition, self.secrets)
         reply = await self.backend_for(conn).list_models(timeout=conn.timeout)
         data = reply.body.get("data")

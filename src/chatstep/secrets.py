@@ -189,13 +189,19 @@ class SecretStore:
         """The providers, described for an error message."""
         return ", ".join(p.name for p in self.providers) or "no secret providers"
 
-    def find(self, name: str, field: str = "") -> str | None:
-        """The secret's value, or None when no provider has it."""
+    def find(self, name: str, field: str = "", *, sensitive: bool = True) -> str | None:
+        """The secret's value, or None when no provider has it.
+
+        A sensitive value is registered for redaction; settings that merely live beside the
+        secrets (``OPENAI_BASE_URL``, an organization id) pass ``sensitive=False`` so that error
+        messages and journals may still show them.
+        """
         validate_secret_name(name, field)
         for provider in self.providers:
             value = provider.find(name)
             if value is not None:
-                register_secret(value)
+                if sensitive:
+                    register_secret(value)
                 return value
         return None
 

@@ -22,7 +22,7 @@ from chatstep.errors import (
 )
 from chatstep.retry import parse_retry_after
 
-__all__ = ["OpenAIHTTPBackend"]
+__all__ = ["OpenAIHTTPBackend", "error_from_sdk"]
 
 T = TypeVar("T")
 
@@ -38,7 +38,8 @@ def _http_response_class() -> type[Any]:
     raise ImportError("the openai SDK exposes no HTTP response class")
 
 
-def _error_from_sdk(exc: Exception, method: str, path: str) -> APIError:
+def error_from_sdk(exc: Exception, method: str, path: str) -> APIError:
+    """An OpenAI SDK exception as the chatstep error it stands for."""
     import openai
 
     if isinstance(exc, openai.APITimeoutError):
@@ -115,7 +116,7 @@ class OpenAIHTTPBackend:
         try:
             return await make()
         except openai.OpenAIError as exc:
-            raise _error_from_sdk(exc, method, path) from None
+            raise error_from_sdk(exc, method, path) from None
 
     async def _post(self, path: str, body: JSON, timeout: float) -> Reply:
         raw = await self._call(
@@ -156,7 +157,7 @@ class OpenAIHTTPBackend:
                 if isinstance(chunk, dict):
                     yield chunk
         except openai.OpenAIError as exc:
-            raise _error_from_sdk(exc, "POST", path) from None
+            raise error_from_sdk(exc, "POST", path) from None
         except json.JSONDecodeError as exc:
             raise APIConnectionError(
                 f"POST {path}: a stream event is not valid JSON ({exc})"

@@ -1,0 +1,114 @@
+"""``chatstep batch`` through the CLI against the test server, and Ctrl-C during ``wait``."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from typer.testing import CliRunner
+
+from chatstep.cli.app import app
+from chatstep.cli.batch import EXIT_INTERRUPTED, EXIT_ROWS_FAILED
+from chatstep.testing import Delay, Fail, TestServer
+
+runner = CliRunner()
+
+
+def _fail_item_3(path: str, body: Any) -> Any:
+    if "Item 3:" in json.dumps(body):
+        return Fail(400, message="refused item 3")
+    return None
+
+
+def test_submit_wait_results(openai_env: TestServer, step_file: Path, tmp_path: Path) -> None:
+    rows = tmp_path / "five.jsonl"
+    rows.write_text("".join(f'{{"n": {n}, "text": "t{n}"}}\n' for n in range(5)))
+    openai_env.handler = _fail_item_3
+
+    submitted = runner.invoke(app, ["batch", "submit", str(step_file), "--input", str(rows)])
+    assert submitted.exit_code == 0, submitted.output
+    job_id = submitted.stdout.strip()
+    assert job_id.startswith("csb_")
+
+    waited = runner.invoke(app, ["batch", "wait", job_id, "--poll", "0.05", "--max-poll", "0.2"])
+    assert waited.exit_code == 0, waited.output
+    assert "completed" in waited.stdout
+    assert "4/5 done, 1 failed" in waited.stdout
+
+    out = tmp_path / "results.jsonl"
+    results = runner.invoke(app, ["batch", "results", job_id, "--output", str(out)])
+    assert results.exit_code == EXIT_ROWS_FAILED, results.output
+    assert "5 rows: 4 succeeded, 1 failed" in results.stderr
+    joined = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [row["input"]["n"] for row in joined] == [0, 1, 2, 3, 4]
+    assert [row["ok"] for row in joined] == [True, True, True, False, True]
+    assert "refused item 3" in joined[3]["error"]["message"]
+
+    to_stdout = runner.invoke(app, ["batch", "results", job_id])
+    assert [json.loads(line)["index"] for line in to_stdout.stdout.splitlines()] == [0, 1, 2, 3, 4]
+
+    listed = runner.invoke(app, ["batch", "list", "--json"])
+    assert listed.exit_code == 0, listed.output
+    assert [job["id"] for job in json.loads(listed.stdout)] == [job_id]
+
+    status = runner.invoke(app, ["batch", "status", job_id, "--json"])
+    assert json.loads(status.stdout)["status"] == "completed"
+
+
+def test_submit_with_wait_writes_results(
+    openai_env: TestServer, step_file: Path, rows_file: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out.jsonl"
+    args = ["batch", "submit", str(step_file), "-i", str(rows_file), "--max-requests", "50"]
+    done = runner.invoke(app, [*args, "--wait", "--poll", "0.05", "--output", str(out)])
+    assert done.exit_code == 0, done.output
+    joined = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [row["index"] for row in joined] == list(range(120))
+    assert len([r for r in openai_env.requests if r.path == "/v1/batches"]) == 3
+
+
+def test_unknown_job_is_a_config_error(openai_env: TestServer) -> None:
+    out = runner.invoke(app, ["batch", "status", "csb_nothing"])
+    assert out.exit_code == 3
+    assert "no batch job 'csb_nothing'" in out.stderr
+
+
+def test_cancel_command(openai_env: TestServer, step_file: Path, rows_file: Path) -> None:
+    openai_env.handler = lambda path, body: Delay(0.5) if path.endswith("/completions") else None
+    job_id = runner.invoke(app, ["batch", "submit", str(step_file), "-i", str(rows_file)]).stdout
+    out = runner.invoke(app, ["batch", "cancel", job_id.strip()])
+    assert out.exit_code == 0, out.output
+    assert "cancel" in out.stdout
+    ended = runner.invoke(app, ["batch", "wait", job_id.strip(), "--poll", "0.05"])
+    assert ended.exit_code == 10
+    assert "cancelled" in ended.stderr
+
+
+def test_ctrl_c_during_wait_cancels_the_batch(
+    openai_env: TestServer, step_file: Path, rows_file: Path
+) -> None:
+    openai_env.handler = lambda path, body: Delay(0.5) if path.endswith("/completions") else None
+    job_id = runner.invoke(app, ["batch", "submit", str(step_file), "-i", str(rows_file)]).stdout
+    command = ["batch", "wait", job_id.strip(), "--poll", "0.05", "--on-interrupt", "cancel"]
+    wait = subprocess.Popen(
+        [sys.executable, "-m", "chatstep", *command],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    assert wait.stderr is not None
+    # The first progress line means the wait loop is running.
+    first = wait.stderr.readline()
+    assert job_id.strip() in first, first
+    wait.send_signal(signal.SIGINT)
+    _, err = wait.communicate(timeout=60)
+    assert wait.returncode == EXIT_INTERRUPTED, err
+    assert "cancelling" in err
+    assert [r for r in openai_env.requests if r.path.endswith("/cancel")]

@@ -1,0 +1,44 @@
+"""The core never imports an orchestrator; an integration without its extra names the extra."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ORCHESTRATORS = ("airflow", "prefect", "flytekit")
+
+
+@pytest.mark.parametrize("name", ["airflow", "prefect"])
+def test_integration_without_its_extra_names_the_extra(name: str) -> None:
+    if importlib.util.find_spec(name) is not None:
+        pytest.skip(f"{name} is installed here")
+    with pytest.raises(ImportError, match=rf'pip install "chatstep\[{name}\]"'):
+        importlib.import_module(f"chatstep.integrations.{name}")
+
+
+def test_core_and_flows_import_no_orchestrator(tmp_path: Path) -> None:
+    flow = tmp_path / "flow.yaml"
+    flow.write_text(
+        "id: f\ninputs: [{id: x, type: INT}]\n"
+        "tasks:\n  - id: r\n    type: io.kestra.plugin.core.debug.Return\n"
+        "    format: '{{ inputs.x + 1 }}'\n"
+    )
+    script = f"""
+import json, sys
+import chatstep, chatstep.flows, chatstep.cli.app, chatstep.pipeline, chatstep.integrations
+run = chatstep.flows.run_flow({str(flow)!r}, {{"x": "41"}})
+loaded = sorted({{m.split(".")[0] for m in sys.modules}} & set({ORCHESTRATORS!r}))
+print(json.dumps([run.outputs["r"]["value"], loaded]))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=tmp_path
+    )
+    value, loaded = json.loads(done.stdout.splitlines()[-1])
+    assert value == "42"
+    assert loaded == []
