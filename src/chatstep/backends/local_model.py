@@ -15,6 +15,7 @@ Settings come from the environment:
 
 from __future__ import annotations
 
+import atexit
 import codecs
 import concurrent.futures
 import ctypes
@@ -535,6 +536,9 @@ def load_local_model() -> LocalModel:
             n_ctx = _n_ctx_from_env()
             _import_llama_cpp()
             _model = LocalModel(_model_path(), n_ctx=n_ctx, n_threads=_available_cores())
+            # Free llama.cpp's memory before interpreter teardown: freed later, its ctypes
+            # bindings may already be gone ("'NoneType' object is not callable" at exit).
+            atexit.register(unload_local_model)
         return _model
 
 
