@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -66,7 +67,14 @@ def _commands(block: Block) -> list[str]:
     return out
 
 
-def _run_console(block: Block, env: dict[str, str]) -> list[str]:
+def _workdir(tmp: Path) -> Path:
+    """A copy of what the examples read, so that what they write stays out of the checkout."""
+    shutil.copytree(ROOT / "examples", tmp / "examples")
+    shutil.copy(README, tmp / "README.md")
+    return tmp
+
+
+def _run_console(block: Block, env: dict[str, str], cwd: Path) -> list[str]:
     outputs = []
     for command in _commands(block):
         words = shlex.split(command)
@@ -80,7 +88,7 @@ def _run_console(block: Block, env: dict[str, str]) -> list[str]:
         assert words[0] == "chatstep", f"{block}: unexpected command {command!r}"
         done = subprocess.run(
             [sys.executable, "-m", "chatstep", *words[1:]],
-            cwd=ROOT,
+            cwd=cwd,
             env=env,
             capture_output=True,
             text=True,
@@ -94,22 +102,23 @@ def _run_console(block: Block, env: dict[str, str]) -> list[str]:
 
 @pytest.mark.parametrize("block", [b for b in BLOCKS if b.mode == "server"], ids=str)
 def test_readme_example(
-    block: Block, openai_env: TestServer, monkeypatch: pytest.MonkeyPatch
+    block: Block, openai_env: TestServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.chdir(ROOT)
+    workdir = _workdir(tmp_path / "work")
+    monkeypatch.chdir(workdir)
     if block.lang == "python":
         exec(compile(block.body, str(block), "exec"), {"__name__": "__readme__"})
     else:
-        _run_console(block, dict(os.environ))
+        _run_console(block, dict(os.environ), workdir)
 
 
 @pytest.mark.local
 @pytest.mark.parametrize("block", [b for b in BLOCKS if b.mode == "local"], ids=str)
-def test_readme_main_job_on_the_embedded_model(block: Block) -> None:
+def test_readme_main_job_on_the_embedded_model(block: Block, tmp_path: Path) -> None:
     if importlib.util.find_spec("llama_cpp") is None:
         pytest.skip('the [local] extra is not installed (pip install ".[local]")')
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
-    (output,) = _run_console(block, env)
+    (output,) = _run_console(block, env, _workdir(tmp_path / "work"))
     parsed = json.loads(output)
     assert parsed["response_urgency"] in ("reply_immediately", "reply_later")
     assert isinstance(parsed["response_text"], str)
