@@ -21,13 +21,12 @@ from chatstep.errors import (
     TemplateError,
 )
 from chatstep.secrets import SecretStore, StaticSecrets, default_secret_store
+from chatstep.template_inputs import collect_input_names, template_variables
 from chatstep.templating import (
     TemplateContext,
-    collect_input_names,
     is_template,
     render_string,
     render_value,
-    template_variables,
 )
 
 SECRET = "sk-templating-secret-4f7a9c2e"

@@ -16,7 +16,8 @@ from jinja2 import Environment, TemplateSyntaxError, nodes
 
 from chatstep.errors import ConfigError
 from chatstep.flow_tasks import FlowTask, MapTask, ReturnTask
-from chatstep.templating import collect_input_names, is_template
+from chatstep.template_inputs import collect_input_names
+from chatstep.templating import is_template
 
 __all__ = ["OutputRef", "bind_response", "check_references", "output_references", "template_leaves"]
 

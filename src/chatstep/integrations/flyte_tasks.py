@@ -212,7 +212,7 @@ class ChatStepTask(_StepTask):
         input_types: Mapping[str, type] | None = None,
         **kwargs: Any,
     ) -> None:
-        from chatstep.templating import collect_input_names
+        from chatstep.template_inputs import collect_input_names
 
         definition = step if isinstance(step, StepBase) else load_step(step)
         data = definition.model_dump(exclude_unset=True, by_alias=False)
