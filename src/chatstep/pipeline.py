@@ -332,8 +332,10 @@ class Runner:
         assembler = ChunkAssembler()
         async for chunk in streamed.chunks:
             for delta in assembler.add(chunk):
-                state.delivered = True
-                await _deliver(on_delta, delta)
+                if on_delta is not None:
+                    # Once a caller has seen part of an answer, a retry would show it twice.
+                    state.delivered = True
+                    await _deliver(on_delta, delta)
         if not assembler.finished:
             raise APIConnectionError(
                 "POST /chat/completions: the stream ended before the answer finished"

@@ -54,7 +54,8 @@ def assemble_chunks(chunks: list[Any]) -> dict[str, Any]:
                 refusal = (refusal or "") + delta["refusal"]
             for part in delta.get("tool_calls") or []:
                 call = calls.setdefault(
-                    part["index"], {"id": None, "type": None, "function": {"name": None, "arguments": ""}}
+                    part["index"],
+                    {"id": None, "type": None, "function": {"name": None, "arguments": ""}},
                 )
                 if part.get("id"):
                     call["id"] = part["id"]

@@ -204,3 +204,16 @@ def test_server_restarts_and_context_manager(openai_server: TestServer) -> None:
         httpx.get(f"{first_url}/models")
     with server:
         assert httpx.get(f"{server.base_url}/models").status_code == 200
+
+
+def test_the_package_docstring_example_runs() -> None:
+    import chatstep.testing
+
+    after = (chatstep.testing.__doc__ or "").split("::\n", 1)[1].splitlines()
+    code: list[str] = []
+    for line in after:
+        if line and not line.startswith("    "):
+            break
+        code.append(line[4:])
+    assert any("TestServer" in line for line in code)
+    exec(compile("\n".join(code), "chatstep.testing docstring", "exec"), {})

@@ -93,7 +93,9 @@ def test_a_streamed_item_reassembles_to_the_same_answer(
         assert call.pop("id").startswith("call_")
     assert (streamed["tool_calls"] or []) == expected_calls
     expected_function = whole.message.function_call
-    assert streamed["function_call"] == (expected_function.model_dump() if expected_function else None)
+    assert streamed["function_call"] == (
+        expected_function.model_dump() if expected_function else None
+    )
 
 
 def test_streamed_tool_call_ids_and_names_come_once(
@@ -107,7 +109,9 @@ def test_streamed_tool_call_ids_and_names_come_once(
         for part in choice.delta.tool_calls or []
     ]
     assert len(parts) > 2, "arguments should be split across deltas"
-    assert parts[0].id and parts[0].function and parts[0].function.name == "f"
+    assert parts[0].id
+    assert parts[0].function
+    assert parts[0].function.name == "f"
     assert all(part.id is None for part in parts[1:])
     assert all(part.function is None or part.function.name is None for part in parts[1:])
     assert {part.index for part in parts} == {0}
@@ -181,15 +185,23 @@ def test_respond_list_body_streams_raw_chunks(openai_server: TestServer) -> None
 def test_handler_dict_answers_other_paths(openai_server: TestServer) -> None:
     vector = {"object": "embedding", "index": 0, "embedding": [0.5, 0.5]}
     openai_server.enqueue(
-        Respond(body={"object": "list", "data": [vector], "model": "m", "usage": {
-            "prompt_tokens": 1, "total_tokens": 1}}),
+        Respond(
+            body={
+                "object": "list",
+                "data": [vector],
+                "model": "m",
+                "usage": {"prompt_tokens": 1, "total_tokens": 1},
+            }
+        ),
         path="/v1/embeddings",
     )
     openai_server.enqueue(Fail(500), path="embeddings")
     url = f"{openai_server.base_url}/embeddings"
     assert httpx.post(url, json={"model": "m", "input": "x"}).json()["data"] == [vector]
     assert httpx.post(url, json={"model": "m", "input": "x"}).status_code == 500
-    assert len(httpx.post(url, json={"model": "m", "input": "x"}).json()["data"][0]["embedding"]) == 16
+    assert (
+        len(httpx.post(url, json={"model": "m", "input": "x"}).json()["data"][0]["embedding"]) == 16
+    )
     assert openai_server.pending() == 0
 
 
@@ -232,7 +244,10 @@ def test_fail_statuses_map_to_sdk_errors(
     assert isinstance(caught.value, openai.APIStatusError)
     assert caught.value.status_code == status
     assert caught.value.body == {
-        "message": "custom words", "type": "my_type", "param": None, "code": "my_code"
+        "message": "custom words",
+        "type": "my_type",
+        "param": None,
+        "code": "my_code",
     }
 
 
@@ -264,7 +279,9 @@ def test_drop_is_a_connection_error(
 def test_drop_with_raw_httpx(openai_server: TestServer) -> None:
     openai_server.enqueue(Drop())
     with pytest.raises(httpx.RemoteProtocolError):
-        httpx.post(f"{openai_server.base_url}/chat/completions", json={"model": "m", "messages": USER})
+        httpx.post(
+            f"{openai_server.base_url}/chat/completions", json={"model": "m", "messages": USER}
+        )
 
 
 def test_handler_answers_when_the_queue_is_empty(

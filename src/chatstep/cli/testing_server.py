@@ -22,8 +22,24 @@ def run_testing_server(
         help="Demand this bearer key (default: accept any request).",
         show_default=False,
     ),
+    rpm: int | None = typer.Option(None, help="Requests-per-minute limit (429 beyond it)."),
+    tpm: int | None = typer.Option(None, help="Tokens-per-minute limit (429 beyond it)."),
+    latency: float | None = typer.Option(None, help="Seconds before each model answer."),
+    fault_rate: float = typer.Option(
+        0.0, help="Share of model requests (0-1) that get an injected fault."
+    ),
+    fault: list[str] = typer.Option(  # noqa: B008 - typer declares options this way
+        ["429", "500", "503", "reset"],
+        "--fault",
+        help="A fault kind to inject (repeat): 429 500 503 reset timeout malformed "
+        "truncated_stream.",
+    ),
+    seed: int = typer.Option(0, help="Seed of the fault and latency draws."),
+    batch_step_seconds: float = typer.Option(
+        1.0, help="How long a batch stays validating, and finalizing."
+    ),
 ) -> None:
-    """Serve deterministic OpenAI-compatible answers (chat, embeddings, moderations, models)."""
+    """Serve deterministic OpenAI-compatible answers: chat, embeddings, files, batches..."""
     # Imported here so `chatstep --help` does not load starlette and uvicorn.
     from chatstep.testing.server import TestServer
 
@@ -34,7 +50,27 @@ def run_testing_server(
             err=True,
         )
 
-    TestServer(host=host, port=port, validate=validate, api_key=api_key).serve_forever(announce)
+    try:
+        server = TestServer(
+            host=host,
+            port=port,
+            validate=validate,
+            api_key=api_key,
+            rpm=rpm,
+            tpm=tpm,
+            latency=latency,
+            fault_rate=fault_rate,
+            faults=fault,
+            seed=seed,
+            batch_step_seconds=batch_step_seconds,
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    try:
+        server.serve_forever(announce)
+    except KeyboardInterrupt:
+        # uvicorn re-raises Ctrl-C after its graceful shutdown; stopping is the normal way out.
+        typer.echo("chatstep test server stopped", err=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -9,6 +9,7 @@ so required ones too), arrays, strings, numbers, integers, booleans, null, ``enu
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -94,7 +95,7 @@ class _Generator:
         if kind == "number":
             return _number(schema, ordinal, integer=False)
         if kind == "boolean":
-            return True
+            return ordinal % 2 == 0
         if kind == "null":
             return None
         return _string(schema, ordinal)
@@ -153,30 +154,38 @@ def _pick_branch(options: list[Any], generator: _Generator) -> Any:
     return options[0]
 
 
+def _bound(schema: Mapping[str, Any], inclusive: str, exclusive: str, step: float) -> float | None:
+    value = schema.get(exclusive)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value + step if inclusive == "minimum" else value - step
+    value = schema.get(inclusive)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
 def _number(schema: Mapping[str, Any], ordinal: int, *, integer: bool) -> int | float:
-    low = schema.get("minimum")
-    high = schema.get("maximum")
-    ex_low = schema.get("exclusiveMinimum")
-    ex_high = schema.get("exclusiveMaximum")
-    step = 1 if integer else 0.5
-    value: float
-    if isinstance(ex_low, (int, float)) and not isinstance(ex_low, bool):
-        value = ex_low + step
-    elif isinstance(low, (int, float)):
-        value = low
+    step = 1.0 if integer else 0.5
+    low = _bound(schema, "minimum", "exclusiveMinimum", step)
+    high = _bound(schema, "maximum", "exclusiveMaximum", step)
+    if integer:
+        low = None if low is None else float(math.ceil(low))
+        high = None if high is None else float(math.floor(high))
+    # Walk away from whichever bound exists, so items of a unique array stay distinct.
+    if low is not None:
+        value = low + ordinal * step
+    elif high is not None:
+        value = min(0.0, high) - ordinal * step
     else:
-        value = 0
-    value += ordinal
-    if isinstance(ex_high, (int, float)) and not isinstance(ex_high, bool) and value >= ex_high:
-        value = ex_high - step
-    if isinstance(high, (int, float)) and value > high:
+        value = float(ordinal)
+    if high is not None and value > high:
         value = high
     multiple = schema.get("multipleOf")
-    if isinstance(multiple, (int, float)) and multiple > 0:
-        value = multiple * -(-value // multiple)
-    if integer:
-        return int(-(-value // 1))
-    return float(value)
+    if isinstance(multiple, (int, float)) and not isinstance(multiple, bool) and multiple > 0:
+        value = multiple * math.ceil(value / multiple)
+        if high is not None and value > high:
+            value = multiple * math.floor(high / multiple)
+    return int(value) if integer else float(value)
 
 
 def _string(schema: Mapping[str, Any], ordinal: int) -> str:

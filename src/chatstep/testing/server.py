@@ -10,13 +10,16 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from types import TracebackType
 from typing import Any
 
 from chatstep.testing.app import create_app
+from chatstep.testing.conditions import DEFAULT_FAULTS, Conditions, Latency
+from chatstep.testing.ratelimit import DEFAULT_COMPLETION_TOKENS
 from chatstep.testing.script import CHAT_PATH
 from chatstep.testing.spec import SpecViolation
-from chatstep.testing.state import Handler, RecordedRequest, ServerState
+from chatstep.testing.state import Handler, RecordedRequest, ServerState, ServerStats
 from chatstep.testing.synth import DEFAULT_MODELS
 
 __all__ = ["TestServer"]
@@ -30,7 +33,9 @@ class TestServer:
 
     ``validate`` checks every request and response body against the official OpenAI spec;
     ``api_key`` makes the server demand ``Authorization: Bearer <api_key>``; ``handler`` answers
-    requests whose path has nothing queued.
+    requests whose path has nothing queued; ``max_recorded`` keeps only the newest recorded
+    requests. The service conditions (``rpm``, ``tpm``, ``latency``, ``fault_rate``, ``faults``,
+    ``seed``, ``batch_progress``...) are described in :class:`chatstep.testing.Conditions`.
     """
 
     __test__ = False  # not a pytest test class, despite the name
@@ -44,13 +49,45 @@ class TestServer:
         api_key: str | None = None,
         models: Iterable[str] = DEFAULT_MODELS,
         handler: Handler | None = None,
+        max_recorded: int | None = None,
+        rpm: int | None = None,
+        tpm: int | None = None,
+        latency: Latency = None,
+        fault_rate: float = 0.0,
+        faults: Iterable[str] = DEFAULT_FAULTS,
+        seed: int = 0,
+        fault_timeout: float = 30.0,
+        fault_retry_after: float = 0.1,
+        default_completion_tokens: int = DEFAULT_COMPLETION_TOKENS,
+        batch_progress: str = "time",
+        batch_step_seconds: float = 0.02,
+        batch_expire_after_lines: int | None = None,
     ) -> None:
         self.host = host
         self._requested_port = port
         self._initial_handler = handler
-        self.state = ServerState(
-            validate=validate, api_key=api_key, models=list(models), handler=handler
+        self._initial_conditions = Conditions(
+            rpm=rpm,
+            tpm=tpm,
+            latency=latency,
+            fault_rate=fault_rate,
+            faults=tuple(faults),
+            seed=seed,
+            fault_timeout=fault_timeout,
+            fault_retry_after=fault_retry_after,
+            default_completion_tokens=default_completion_tokens,
+            batch_progress=batch_progress,
+            batch_step_seconds=batch_step_seconds,
+            batch_expire_after_lines=batch_expire_after_lines,
         )
+        self.state = ServerState(
+            validate=validate,
+            api_key=api_key,
+            models=list(models),
+            handler=handler,
+            max_recorded=max_recorded,
+        )
+        self.state.configure(self._initial_conditions)
         self._socket: socket.socket | None = None
         self._server: Any = None
         self._thread: threading.Thread | None = None
@@ -216,7 +253,36 @@ class TestServer:
         """Tell the pytest fixture that this test expects spec violations."""
         self.state.allow_violations()
 
+    @property
+    def stats(self) -> ServerStats:
+        """Counters since the last reset: requests (by path), rate-limit 429s, faults by kind."""
+        return self.state.stats
+
+    @property
+    def conditions(self) -> Conditions:
+        """The service conditions in force (rate limits, latency, faults)."""
+        return self.state.conditions.conditions
+
+    def configure(self, **changes: Any) -> Conditions:
+        """Change service conditions (``rpm=``, ``tpm=``, ``latency=``, ``fault_rate=``, ...).
+
+        Fields not named keep their current value; rate-limit buckets start full again.
+        ``reset()`` restores the conditions the server was created with.
+        """
+        unknown = sorted(set(changes) - set(Conditions.__dataclass_fields__))
+        if unknown:
+            raise TypeError(
+                f"configure: unknown setting(s) {unknown}; "
+                f"known: {sorted(Conditions.__dataclass_fields__)}"
+            )
+        if "faults" in changes:
+            changes["faults"] = tuple(changes["faults"])
+        conditions = replace(self.conditions, **changes)
+        self.state.configure(conditions)
+        return conditions
+
     def reset(self) -> None:
-        """Forget the script, recorded requests and violations; restore the initial handler."""
+        """Forget script, requests, violations and counters; restore handler and conditions."""
         self.state.reset()
         self.state.handler = self._initial_handler
+        self.state.configure(self._initial_conditions)

@@ -181,19 +181,29 @@ class SpecValidator:
         self._lock = threading.Lock()
 
     def request_schema(self, method: str, route: str) -> str | None:
-        """Name of the requestBody schema of an operation (None if it takes no JSON body)."""
+        """Name of the requestBody schema of an operation (None if it takes no body).
+
+        Multipart bodies (file uploads) are checked as their form fields, a file as its name.
+        """
         operation = self._operation(method, route)
         content = (operation or {}).get("requestBody", {}).get("content", {})
-        return self._schema_ref(
-            content.get("application/json", {}).get("schema"), f"{method} {route}"
-        )
+        for media in ("application/json", "multipart/form-data"):
+            if media in content:
+                where = [*self._operation_pointer(method, route), "requestBody", "content", media]
+                return self._schema_ref(content[media].get("schema"), where)
+        return None
 
     def response_schema(self, method: str, route: str, *, stream: bool = False) -> str | None:
         """Name of the 200 response schema of an operation (the SSE chunk schema if ``stream``)."""
         operation = self._operation(method, route)
         content = (operation or {}).get("responses", {}).get("200", {}).get("content", {})
         media = "text/event-stream" if stream else "application/json"
-        return self._schema_ref(content.get(media, {}).get("schema"), f"{method} {route} 200")
+        where = [*self._operation_pointer(method, route), "responses", "200", "content", media]
+        return self._schema_ref(content.get(media, {}).get("schema"), where)
+
+    @staticmethod
+    def _operation_pointer(method: str, route: str) -> list[str]:
+        return ["paths", OPERATIONS.get((method, route), route), method.lower()]
 
     def _operation(self, method: str, route: str) -> dict[str, Any] | None:
         spec_route = OPERATIONS.get((method, route))
@@ -204,17 +214,22 @@ class SpecValidator:
         )
         return operation
 
-    def _schema_ref(self, schema: dict[str, Any] | None, inline_name: str) -> str | None:
+    def _schema_ref(self, schema: dict[str, Any] | None, where: list[str]) -> str | None:
         if not isinstance(schema, dict):
             return None
         ref = schema.get("$ref")
         if isinstance(ref, str) and ref.startswith("#/components/schemas/"):
             return ref.rsplit("/", 1)[1]
-        # Inline schemas (e.g. POST /batches) are registered under a synthetic name.
-        name = f"inline:{inline_name}"
+        # Inline schemas (e.g. POST /batches) are referenced where they sit in the document, so
+        # their own "#/components/..." references resolve against the spec.
+        pointer = "/".join(
+            part.replace("~", "~0").replace("/", "~1") for part in [*where, "schema"]
+        )
+        name = f"inline:{pointer}"
         with self._lock:
             if name not in self._validators:
-                self._validators[name] = self._validator_class(schema, registry=self._registry)
+                ref_schema = {"$ref": f"{_SPEC_URI}#/{pointer}"}
+                self._validators[name] = self._validator_class(ref_schema, registry=self._registry)
         return name
 
     def _validator(self, schema: str) -> Any:

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import itertools
 import threading
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from chatstep.testing.batches import Resources
+from chatstep.testing.conditions import Conditions, ConditionsState
 from chatstep.testing.script import Script
 from chatstep.testing.spec import SpecValidator, SpecViolation
 from chatstep.testing.synth import DEFAULT_MODELS
 
-__all__ = ["Handler", "RecordedRequest", "ServerState", "redact_headers"]
+__all__ = ["Handler", "RecordedRequest", "ServerState", "ServerStats", "redact_headers"]
 
 Handler = Callable[[str, Any], Any]
 """``handler(path, body) -> item | dict | None``: answers when a path's queue is empty."""
@@ -60,6 +63,20 @@ def redact_headers(items: Iterable[tuple[str, str]]) -> dict[str, str]:
     return out
 
 
+@dataclass(frozen=True)
+class ServerStats:
+    """Counters since the last reset (kept even when old recorded requests are dropped)."""
+
+    requests: int
+    """Requests received, on every path."""
+    by_path: dict[str, int]
+    rate_limited: int
+    """429s sent by the rate limiter (injected 429 faults are counted in ``faults``)."""
+    faults: dict[str, int]
+    """Injected faults by kind (``"429"``, ``"reset"``, ...)."""
+    spec_violations: int
+
+
 @dataclass
 class ServerState:
     """Configuration and memory of one test server; the ASGI app reads and writes it."""
@@ -73,8 +90,16 @@ class ServerState:
     connection_closer: ConnectionCloser | None = None
     """Set by the runner (uvicorn) so :class:`Drop` can close a connection without answering."""
     stopping: threading.Event = field(default_factory=threading.Event)
+    conditions: ConditionsState = field(default_factory=ConditionsState)
+    resources: Resources = field(default_factory=Resources)
+    """Files and batches."""
+    max_recorded: int | None = None
+    """Keep only the newest N recorded requests (None: all); counters are kept regardless."""
     _validator: SpecValidator | None = None
-    _requests: list[RecordedRequest] = field(default_factory=list)
+    _requests: deque[RecordedRequest] = field(default_factory=deque)
+    _by_path: Counter[str] = field(default_factory=Counter)
+    _faults: Counter[str] = field(default_factory=Counter)
+    _rate_limited: int = 0
     _violations: list[SpecViolation] = field(default_factory=list)
     _violations_allowed: bool = False
     _ids: Any = field(default_factory=itertools.count)
@@ -90,10 +115,40 @@ class ServerState:
             self._validator = SpecValidator()
         return self._validator
 
+    def __post_init__(self) -> None:
+        self._requests = deque(maxlen=self.max_recorded)
+
     def record(self, request: RecordedRequest) -> None:
         """Remember a received request."""
         with self._lock:
             self._requests.append(request)
+            self._by_path[request.path] += 1
+
+    def count_fault(self, kind: str) -> None:
+        """Count an injected fault."""
+        with self._lock:
+            self._faults[kind] += 1
+
+    def count_rate_limited(self) -> None:
+        """Count a 429 sent by the rate limiter."""
+        with self._lock:
+            self._rate_limited += 1
+
+    def configure(self, conditions: Conditions) -> None:
+        """Put new service conditions in force (fresh, full rate-limit buckets)."""
+        self.conditions = ConditionsState.from_conditions(conditions)
+
+    @property
+    def stats(self) -> ServerStats:
+        """A snapshot of the counters."""
+        with self._lock:
+            return ServerStats(
+                requests=sum(self._by_path.values()),
+                by_path=dict(self._by_path),
+                rate_limited=self._rate_limited,
+                faults=dict(self._faults),
+                spec_violations=len(self._violations),
+            )
 
     def add_violation(self, violation: SpecViolation) -> None:
         """Remember a body that does not match the spec."""
@@ -121,11 +176,11 @@ class ServerState:
         """Declare that the current test expects spec violations."""
         self._violations_allowed = True
 
-    def next_id(self, prefix: str) -> str:
+    def next_id(self, prefix: str, separator: str = "-") -> str:
         """A deterministic id such as ``chatcmpl-test000001`` (numbering restarts on reset)."""
         with self._lock:
             number = next(self._ids) + 1
-        return f"{prefix}-test{number:06d}"
+        return f"{prefix}{separator}test{number:06d}"
 
     def next_request_id(self) -> str:
         """The ``x-request-id`` of the next answer."""
@@ -133,18 +188,15 @@ class ServerState:
             number = next(self._request_numbers) + 1
         return f"req_test{number:06d}"
 
-    def next_item(self, path: str, body: Any) -> Any:
-        """The scripted item for this request: its queue first, then the handler, else None."""
-        item = self.script.pop(path)
-        if item is None and self.handler is not None:
-            item = self.handler(path, body)
-        return item
-
     def reset(self) -> None:
-        """Forget the script, recorded requests, violations and ids."""
+        """Forget the script, recorded requests, violations, ids, files and batches."""
         self.script.clear()
+        self.resources.clear()
         with self._lock:
             self._requests.clear()
+            self._by_path.clear()
+            self._faults.clear()
+            self._rate_limited = 0
             self._violations.clear()
             self._violations_allowed = False
             self._ids = itertools.count()

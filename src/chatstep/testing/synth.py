@@ -43,6 +43,7 @@ __all__ = [
     "last_user_text",
     "model_object",
     "prompt_tokens",
+    "request_input_words",
 ]
 
 JSON = dict[str, Any]
@@ -269,6 +270,15 @@ def _embedding_inputs(value: Any) -> list[str]:
     if isinstance(value, list):
         return [v if isinstance(v, str) else " ".join(str(t) for t in v) for v in value]
     return [str(value)]
+
+
+def request_input_words(value: Any) -> int:
+    """Approximate tokens of an embeddings or moderations ``input`` (words, at least 1 each)."""
+    if value is None:
+        return 0
+    if isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value):
+        return sum(max(1, word_count(str(v.get("text", "")))) for v in value)
+    return sum(max(1, word_count(text)) for text in _embedding_inputs(value))
 
 
 def default_embeddings(body: Mapping[str, Any]) -> JSON:
