@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     )
     from chatstep.flows import Flow, FlowRun, TaskRun, arun_flow, load_flow, run_flow
     from chatstep.loading import load_step
+    from chatstep.mapping import MapStats, amap_step, map_step
     from chatstep.messages import Message
     from chatstep.pipeline import Runner
     from chatstep.request import Request
@@ -78,6 +79,7 @@ _EXPORTS: dict[str, str] = {
     "Flow": "chatstep.flows",
     "FlowRun": "chatstep.flows",
     "InvalidJSONError": "chatstep.errors",
+    "MapStats": "chatstep.mapping",
     "Message": "chatstep.messages",
     "Moderation": "chatstep.steps",
     "ModerationResult": "chatstep.result",
@@ -100,6 +102,7 @@ _EXPORTS: dict[str, str] = {
     "ToolCall": "chatstep.result",
     "TruncatedOutputError": "chatstep.errors",
     "abatch_results": "chatstep.batch",
+    "amap_step": "chatstep.mapping",
     "arun_flow": "chatstep.flows",
     "arun_step": "chatstep.calls",
     "astream_step": "chatstep.calls",
@@ -111,6 +114,7 @@ _EXPORTS: dict[str, str] = {
     "list_batches": "chatstep.batch",
     "load_flow": "chatstep.flows",
     "load_step": "chatstep.loading",
+    "map_step": "chatstep.mapping",
     "run_flow": "chatstep.flows",
     "run_step": "chatstep.calls",
     "submit_batch": "chatstep.batch",
@@ -136,6 +140,7 @@ __all__ = [
     "Flow",
     "FlowRun",
     "InvalidJSONError",
+    "MapStats",
     "Message",
     "Moderation",
     "ModerationResult",
@@ -158,6 +163,7 @@ __all__ = [
     "ToolCall",
     "TruncatedOutputError",
     "abatch_results",
+    "amap_step",
     "arun_flow",
     "arun_step",
     "astream_step",
@@ -169,6 +175,7 @@ __all__ = [
     "list_batches",
     "load_flow",
     "load_step",
+    "map_step",
     "run_flow",
     "run_step",
     "submit_batch",

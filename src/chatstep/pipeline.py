@@ -23,7 +23,7 @@ from chatstep.backends.base import Backend, Reply
 from chatstep.cache import ResponseCache, cache_key, open_cache
 from chatstep.connection import BackendPool, Connection, for_local_model, resolve_connection
 from chatstep.errors import APIConnectionError, APIError
-from chatstep.history import History, HistoryEntry
+from chatstep.history import History, HistoryEntry, HistoryWriter
 from chatstep.loading import load_step
 from chatstep.output import parse_json_output
 from chatstep.render import make_context, render_step
@@ -144,6 +144,7 @@ class Runner:
             self.history = history
         else:
             self.history = History()
+        self._history_writer = HistoryWriter(self.history)
         self.run_id = run_id
         self._backend = backend
         self._pool = BackendPool()
@@ -157,6 +158,7 @@ class Runner:
 
     async def aclose(self) -> None:
         await self._pool.aclose()
+        await asyncio.to_thread(self._history_writer.close)
         if self._cache is not None and self._cache_spec is not None:
             self._cache.close()
 
@@ -285,7 +287,7 @@ class Runner:
             error=f"{type(error).__name__}: {error}" if error is not None else None,
             run_id=self.run_id,
         )
-        await asyncio.to_thread(self.history.record, entry)
+        self._history_writer.submit(entry)
 
     async def _send_with_retry(
         self,

@@ -17,16 +17,16 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from chatstep.cli.common import print_json, reports_errors
+from chatstep.cli.common import EXIT_CODES, print_json, reports_errors
 
 if TYPE_CHECKING:
     from chatstep.batch import BatchJob, BatchResults
 
 __all__ = ["EXIT_NOT_COMPLETED", "EXIT_ROWS_FAILED", "EXIT_WAIT_TIMEOUT", "register"]
 
-EXIT_ROWS_FAILED = 9
-EXIT_NOT_COMPLETED = 10
-EXIT_WAIT_TIMEOUT = 11
+EXIT_ROWS_FAILED = EXIT_CODES["rows_failed"]
+EXIT_NOT_COMPLETED = EXIT_CODES["batch_not_completed"]
+EXIT_WAIT_TIMEOUT = EXIT_CODES["wait_timeout"]
 EXIT_INTERRUPTED = 130
 
 batch_app = typer.Typer(

@@ -11,6 +11,11 @@ Exit codes (documented in the README):
 5     the API stayed unavailable after retries (429, 5xx, timeouts, connection)
 6     the answer did not have the asked-for shape (invalid JSON, schema mismatch, truncated)
 7     a backend is not available here (e.g. the [local] extra is not installed)
+8     ``map``: --max-cost stopped the run before every row was sent
+9     ``map``, ``batch``: the run finished but some rows failed (their errors are in the output)
+10    ``batch``: the batch failed, expired or was cancelled
+11    ``batch wait``: --timeout passed before the batch finished
+130   interrupted (Ctrl-C)
 ====  =====================================================================
 """
 
@@ -49,6 +54,11 @@ EXIT_CODES = {
     "api_unavailable": 5,
     "output": 6,
     "backend": 7,
+    "budget": 8,
+    "rows_failed": 9,
+    "batch_not_completed": 10,
+    "wait_timeout": 11,
+    "interrupted": 130,
 }
 
 

@@ -1,0 +1,135 @@
+"""``chatstep map``: run a step over every row of a dataset file, into another file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from chatstep.cli.common import EXIT_CODES, reports_errors
+
+__all__ = ["EXIT_BUDGET", "EXIT_ROWS_FAILED", "register"]
+
+#: Exit code when --max-cost stopped the run before the end of the input.
+EXIT_BUDGET = EXIT_CODES["budget"]
+#: Exit code when every row finished but some failed (their errors are in the output).
+EXIT_ROWS_FAILED = EXIT_CODES["rows_failed"]
+
+
+def map_command(
+    step_file: Annotated[Path, typer.Argument(help="A step definition (.yaml, .yml or .json).")],
+    input: Annotated[
+        Path, typer.Option("--input", "-i", help="Rows: a .jsonl, .csv or .parquet file.")
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Where to write: .jsonl, .csv or .parquet.")
+    ],
+    select: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--select",
+            "-s",
+            help="An output to add, by path (content, parsed, parsed.label, usage, cost, "
+            "tool_calls, response.choices[0].finish_reason...); repeatable.",
+        ),
+    ] = None,
+    nested: Annotated[
+        bool,
+        typer.Option(
+            "--nested/--flatten",
+            help="Keep dict outputs nested (JSON Lines only) or flatten them to path.key columns.",
+        ),
+    ] = True,
+    prefix: Annotated[
+        str, typer.Option("--prefix", help="Put before output column names, e.g. out_.")
+    ] = "",
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", "-c", help="Requests in flight at most.")
+    ] = 16,
+    rpm: Annotated[
+        float | None,
+        typer.Option("--rpm", help="Requests per minute (default: learned from the server)."),
+    ] = None,
+    tpm: Annotated[
+        float | None,
+        typer.Option("--tpm", help="Tokens per minute (default: learned from the server)."),
+    ] = None,
+    journal: Annotated[
+        Path | None,
+        typer.Option("--journal", help="Run journal (default: OUTPUT.journal.sqlite3)."),
+    ] = None,
+    restart: Annotated[
+        bool, typer.Option("--restart", help="Forget the journal's finished rows; start over.")
+    ] = False,
+    retry_failed: Annotated[
+        bool, typer.Option("--retry-failed", help="Send again the rows that failed before.")
+    ] = False,
+    max_cost: Annotated[
+        float | None,
+        typer.Option("--max-cost", help="Stop before the dollars spent would pass this."),
+    ] = None,
+    cache: Annotated[
+        str | None,
+        typer.Option(
+            "--cache",
+            help="Cache answers: 'sqlite' (default file), a file path, or redis://host:port/db.",
+        ),
+    ] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not use a cache.")] = False,
+    no_history: Annotated[
+        bool, typer.Option("--no-history", help="Do not log calls to the history.")
+    ] = False,
+    progress: Annotated[
+        bool | None,
+        typer.Option(
+            "--progress/--no-progress",
+            help="Show progress on stderr (default: a bar on a terminal, lines otherwise).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Run a step over every row of INPUT (each row is the step's inputs) into OUTPUT.
+
+    Output rows keep the input's order and columns and add the selected outputs and an
+    error column. Finished rows are journaled: after a crash, the same command resumes.
+    """
+    from chatstep.mapping_files import map_file
+    from chatstep.progress import final_line, make_progress
+
+    with reports_errors():
+        stats = map_file(
+            step_file,
+            input,
+            output,
+            select=select,
+            flatten=not nested,
+            prefix=prefix,
+            concurrency=concurrency,
+            rpm=rpm,
+            tpm=tpm,
+            journal=journal,
+            restart=restart,
+            retry_failed=retry_failed,
+            max_cost=max_cost,
+            cache=None if no_cache else cache,
+            history=not no_history,
+            progress=make_progress(progress),
+        )
+    if progress is False:
+        typer.echo(f"chatstep map: {final_line(stats)}", err=True)
+    if stats.stop_reason is not None:
+        typer.echo(f"stopped early: {stats.stop_reason}", err=True)
+        raise typer.Exit(EXIT_BUDGET)
+    if stats.failed:
+        typer.echo(
+            f"{stats.failed} rows failed; their errors are in the output's error column "
+            "(--retry-failed sends them again)",
+            err=True,
+        )
+        raise typer.Exit(EXIT_ROWS_FAILED)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``map`` to the app."""
+    app.command("map")(map_command)
