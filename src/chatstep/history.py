@@ -27,7 +27,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -266,6 +266,32 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
+def _stored_row(entry: HistoryEntry) -> tuple[tuple[Any, ...], str, str]:
+    """The redacted column values of an entry, and the redacted text to index."""
+    request_json = redact(_dumps(entry.request))
+    response_json = redact(_dumps(entry.response)) if entry.response is not None else None
+    error = redact(entry.error) if entry.error is not None else None
+    values = (
+        entry.id,
+        entry.time,
+        entry.step,
+        entry.endpoint,
+        entry.model,
+        entry.base_url,
+        request_json,
+        response_json,
+        entry.prompt_tokens,
+        entry.completion_tokens,
+        entry.total_tokens,
+        entry.latency_ms,
+        entry.cost_usd,
+        error,
+        int(entry.cached),
+        entry.run_id,
+    )
+    return values, redact(prompt_text(entry.request)), redact(response_text(entry.response))
+
+
 class History:
     """The call log in a SQLite file (default ``user_dir()/history.sqlite3``).
 
@@ -319,43 +345,27 @@ class History:
 
     def record(self, entry: HistoryEntry) -> None:
         """Log one call (redacted). Never raises on a database problem: it logs a warning."""
-        if not self.writes_enabled:
+        self.record_many([entry])
+
+    def record_many(self, entries: Sequence[HistoryEntry]) -> None:
+        """Log several calls in one transaction (redacted); never raises on a database problem."""
+        if not self.writes_enabled or not entries:
             return
-        request_json = redact(_dumps(entry.request))
-        response_json = redact(_dumps(entry.response)) if entry.response is not None else None
-        error = redact(entry.error) if entry.error is not None else None
-        index_prompt = redact(prompt_text(entry.request))
-        index_response = redact(response_text(entry.response))
+        rows = [_stored_row(entry) for entry in entries]
         try:
             conn = self._write_connection()
             conn.execute("BEGIN")
             try:
-                cursor = conn.execute(
-                    f"INSERT INTO calls ({_COLUMNS}) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        entry.id,
-                        entry.time,
-                        entry.step,
-                        entry.endpoint,
-                        entry.model,
-                        entry.base_url,
-                        request_json,
-                        response_json,
-                        entry.prompt_tokens,
-                        entry.completion_tokens,
-                        entry.total_tokens,
-                        entry.latency_ms,
-                        entry.cost_usd,
-                        error,
-                        int(entry.cached),
-                        entry.run_id,
-                    ),
-                )
-                conn.execute(
-                    "INSERT INTO calls_fts (rowid, prompt, response) VALUES (?, ?, ?)",
-                    (cursor.lastrowid, index_prompt, index_response),
-                )
+                for values, index_prompt, index_response in rows:
+                    cursor = conn.execute(
+                        f"INSERT INTO calls ({_COLUMNS}) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        values,
+                    )
+                    conn.execute(
+                        "INSERT INTO calls_fts (rowid, prompt, response) VALUES (?, ?, ?)",
+                        (cursor.lastrowid, index_prompt, index_response),
+                    )
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -462,8 +472,15 @@ class HistoryWriter:
         self._queue.put(entry)
 
     def _drain(self) -> None:
-        while (entry := self._queue.get()) is not None:
-            self.history.record(entry)
+        # One transaction per burst: under load, many calls share a commit.
+        while True:
+            batch = [self._queue.get()]
+            while len(batch) < 256 and not self._queue.empty():
+                batch.append(self._queue.get())
+            entries = [e for e in batch if e is not None]
+            self.history.record_many(entries)
+            if len(entries) < len(batch):
+                return
 
     def close(self) -> None:
         """Write everything queued, then stop the thread."""
