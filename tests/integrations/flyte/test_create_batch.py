@@ -161,7 +161,14 @@ def test_ctrl_c_on_a_local_workflow_cancels_its_batch(
         text=True,
     )
     try:
-        _until(lambda: any(r.path == "/v1/batches" for r in openai_env.requests), run)
+        # Interrupt once the connector polls the batch: by then create() has returned and
+        # flytekit's Ctrl-C handler (which calls the connector's delete) is in place.
+        _until(
+            lambda: any(
+                r.method == "GET" and r.path.startswith("/v1/batches/") for r in openai_env.requests
+            ),
+            run,
+        )
         run.send_signal(signal.SIGINT)
         _until(lambda: any(r.path.endswith("/cancel") for r in openai_env.requests), run)
     finally:
