@@ -8,7 +8,7 @@ so a rendered ``"{{ inputs.t }}"`` -> ``"3"`` is checked like a literal ``3``.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, TypeVar
 
 from annotated_types import Interval, Len
 from pydantic import AfterValidator, ValidationInfo
@@ -31,8 +31,9 @@ _MARKERS = ("{{", "{%", "{#")
 
 
 def looks_like_template(value: str) -> bool:
-    """True when ``value`` contains Jinja markup."""
-    return any(m in value for m in _MARKERS)
+    """True when ``value`` contains Jinja markup (``{{``, ``{%`` or ``{#``)."""
+    # The "{" test first: most strings have none, and this runs on every field of every row.
+    return "{" in value and any(m in value for m in _MARKERS)
 
 
 def _require_template(value: str, info: ValidationInfo) -> str:
@@ -56,8 +57,3 @@ PositiveInt = Annotated[int, Interval(ge=1)]
 NonNegativeInt = Annotated[int, Interval(ge=0)]
 PositiveFloat = Annotated[float, Interval(gt=0)]
 StopList = Annotated[list[str], Len(min_length=1, max_length=4)]
-
-
-def is_templated_value(value: Any) -> bool:
-    """True for a string holding a template."""
-    return isinstance(value, str) and looks_like_template(value)

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from chatstep.errors import ConfigError
-from chatstep.messages import Message
 from chatstep.steps import ChatCompletion, Embedding, Moderation, Step
 from chatstep.tools import function_call_to_tool_choice, functions_to_tools
 
@@ -134,8 +133,3 @@ def build_request(step: Step, *, stream: bool | None = None) -> Request:
     if isinstance(step, Moderation):
         return Request("moderations", {"model": step.model, "input": step.input})
     raise TypeError(f"not a step: {type(step).__name__}")
-
-
-def message_from_api(data: dict[str, Any]) -> Message:
-    """Parse an API message dict (e.g. a previous answer) back into a Message."""
-    return Message.model_validate(data)

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from chatstep.errors import InvalidJSONError, OutputError
+from chatstep.errors import InvalidJSONError
 from chatstep.request import Request
 
 __all__ = [
@@ -289,9 +289,3 @@ class ModerationResult(_ResultBase):
 
 
 AnyResult = StepResult | EmbeddingResult | ModerationResult
-
-
-def ensure_output(condition: bool, message: str, result: Any) -> None:
-    """Raise an OutputError carrying ``result`` unless ``condition`` holds."""
-    if not condition:
-        raise OutputError(message, result=result)

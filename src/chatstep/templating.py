@@ -27,6 +27,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import missing
 
 from chatstep.errors import ChatstepError, SecretNotFound, TemplateError, redact
+from chatstep.fields import looks_like_template as is_template
 from chatstep.secrets import SecretStore, default_secret_store
 
 __all__ = [
@@ -169,11 +170,6 @@ class _Secrets:
         return "<secrets>"
 
     __str__ = __repr__
-
-
-def is_template(s: str) -> bool:
-    """True when ``s`` has Jinja markup (``{{``, ``{%`` or ``{#``)."""
-    return "{" in s and ("{{" in s or "{%" in s or "{#" in s)
 
 
 @functools.lru_cache(maxsize=_CACHE_SIZE)
