@@ -227,6 +227,47 @@ def test_many_threads_record_concurrently(tmp_path: Path) -> None:
         assert [e.run_id for e in history.search("answer5x7")] == ["w5"]
 
 
+def hold_write_lock(path: Path, seconds: float) -> threading.Thread:
+    """Another connection takes the write lock now and keeps it for ``seconds``."""
+    blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    blocker.execute("BEGIN IMMEDIATE")
+
+    def release() -> None:
+        threading.Event().wait(seconds)
+        blocker.execute("COMMIT")
+        blocker.close()
+
+    thread = threading.Thread(target=release)
+    thread.start()
+    return thread
+
+
+def test_a_write_outlasting_the_busy_timeout_is_retried_not_dropped(tmp_path: Path) -> None:
+    with History(tmp_path / "h.sqlite3") as history:
+        history.record(HistoryEntry(request={"model": "m"}))  # creates the file, in WAL mode
+        history.close()  # reconnect with the busy timeout below
+        history.busy_timeout = 0  # SQLite alone would report "database is locked" at once
+        blocker = hold_write_lock(history.path, 0.3)
+        history.record(HistoryEntry(request={"model": "m"}, run_id="after-lock"))
+        blocker.join()
+        assert history.count() == 2
+        assert len(history.recent(run_id="after-lock")) == 1
+
+
+def test_a_lock_held_past_the_deadline_drops_the_write_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with History(tmp_path / "h.sqlite3") as history:
+        history.record(HistoryEntry(request={"model": "m"}))
+        history.close()  # reconnect with the short busy timeout below
+        history.busy_timeout, history.busy_deadline = 0.01, 0.1
+        blocker = hold_write_lock(history.path, 1.0)
+        history.record(HistoryEntry(request={"model": "m"}))  # does not raise
+        blocker.join()
+        assert history.count() == 1
+    assert "could not be written: database is locked" in caplog.text
+
+
 def test_ids_are_unique_and_sort_by_time() -> None:
     ids = [new_id() for _ in range(1000)]
     assert len(set(ids)) == 1000

@@ -226,6 +226,11 @@ def response_text(response: Mapping[str, Any] | None) -> str:
     return "\n".join(c for c in chunks if c)
 
 
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    message = str(exc).lower()
+    return "locked" in message or "busy" in message
+
+
 def _fts_query(query: str) -> str:
     # Plain words, all required: quoting each one keeps FTS5 syntax (-, :, *, AND) literal.
     terms = query.split()
@@ -307,6 +312,10 @@ class History:
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._warned = False
+        #: How long one SQLite statement waits on a lock (SQLite's own busy timeout).
+        self.busy_timeout = 10.0
+        #: How long a write keeps retrying a busy or locked database before it is dropped.
+        self.busy_deadline = 30.0
 
     @classmethod
     def disabled(cls) -> History:
@@ -334,10 +343,16 @@ class History:
             return conn
         path = self.path
         path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        migrate(conn)
+        conn = sqlite3.connect(
+            path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
+        )
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
         self._local.conn = conn
         with self._lock:
             self._connections.append(conn)
@@ -348,32 +363,56 @@ class History:
         self.record_many([entry])
 
     def record_many(self, entries: Sequence[HistoryEntry]) -> None:
-        """Log several calls in one transaction (redacted); never raises on a database problem."""
+        """Log several calls in one transaction (redacted); never raises on a database problem.
+
+        A busy or locked database (another thread or process writing, a checkpoint, two
+        connections switching a new file to WAL at once) is retried with backoff for up to
+        :attr:`busy_deadline` seconds, so concurrent writers do not drop rows.
+        """
         if not self.writes_enabled or not entries:
             return
         rows = [_stored_row(entry) for entry in entries]
-        try:
-            conn = self._write_connection()
-            conn.execute("BEGIN")
+        deadline = time.monotonic() + self.busy_deadline
+        delay = 0.005
+        while True:
             try:
-                for values, index_prompt, index_response in rows:
-                    cursor = conn.execute(
-                        f"INSERT INTO calls ({_COLUMNS}) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        values,
-                    )
-                    conn.execute(
-                        "INSERT INTO calls_fts (rowid, prompt, response) VALUES (?, ?, ?)",
-                        (cursor.lastrowid, index_prompt, index_response),
-                    )
-                conn.execute("COMMIT")
-            except BaseException:
+                self._insert(rows)
+                return
+            except sqlite3.OperationalError as exc:
+                if _is_busy(exc) and time.monotonic() + delay < deadline:
+                    time.sleep(delay)
+                    delay = min(delay * 2, 0.5)
+                    continue
+                self._warn(exc)
+                return
+            except (sqlite3.Error, ChatstepError) as exc:
+                self._warn(exc)
+                return
+
+    def _insert(self, rows: Sequence[tuple[tuple[Any, ...], str, str]]) -> None:
+        conn = self._write_connection()
+        conn.execute("BEGIN IMMEDIATE")  # take the write lock now, waiting on the busy timeout
+        try:
+            for values, index_prompt, index_response in rows:
+                cursor = conn.execute(
+                    f"INSERT INTO calls ({_COLUMNS}) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    values,
+                )
+                conn.execute(
+                    "INSERT INTO calls_fts (rowid, prompt, response) VALUES (?, ?, ?)",
+                    (cursor.lastrowid, index_prompt, index_response),
+                )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
                 conn.execute("ROLLBACK")
-                raise
-        except (sqlite3.Error, ChatstepError) as exc:
-            if not self._warned:
-                self._warned = True
-                logger.warning("call history %s could not be written: %s", self.path, exc)
+            raise
+
+    def _warn(self, exc: BaseException) -> None:
+        if not self._warned:
+            self._warned = True
+            logger.warning("call history %s could not be written: %s", self.path, exc)
 
     def _read(self, sql: str, params: tuple[Any, ...]) -> list[HistoryEntry]:
         if not self.reads_enabled:
