@@ -36,6 +36,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from chatstep.errors import BackendUnavailableError
 from chatstep.paths import user_dir
+from chatstep.sqlite_files import open_wal
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -227,11 +228,7 @@ class SqliteCache:
         if self._closed:
             raise RuntimeError("SqliteCache is closed")
         # check_same_thread=False only so close() can close every thread's connection.
-        conn = sqlite3.connect(
-            self.path, timeout=10.0, isolation_level=None, check_same_thread=False
-        )
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
+        conn = open_wal(self.path, timeout=10.0, check_same_thread=False)
         conn.executescript(_SCHEMA)
         self._local.conn = conn
         with self._lock:

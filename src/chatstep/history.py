@@ -35,6 +35,7 @@ from typing import Any
 
 from chatstep.errors import ChatstepError, redact
 from chatstep.paths import user_dir
+from chatstep.sqlite_files import is_busy, open_wal
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -226,11 +227,6 @@ def response_text(response: Mapping[str, Any] | None) -> str:
     return "\n".join(c for c in chunks if c)
 
 
-def _is_busy(exc: sqlite3.OperationalError) -> bool:
-    message = str(exc).lower()
-    return "locked" in message or "busy" in message
-
-
 def _fts_query(query: str) -> str:
     # Plain words, all required: quoting each one keeps FTS5 syntax (-, :, *, AND) literal.
     terms = query.split()
@@ -343,12 +339,8 @@ class History:
             return conn
         path = self.path
         path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(
-            path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
-        )
+        conn = open_wal(path, timeout=self.busy_timeout, check_same_thread=False)
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
             migrate(conn)
         except BaseException:
             conn.close()
@@ -379,7 +371,7 @@ class History:
                 self._insert(rows)
                 return
             except sqlite3.OperationalError as exc:
-                if _is_busy(exc) and time.monotonic() + delay < deadline:
+                if is_busy(exc) and time.monotonic() + delay < deadline:
                     time.sleep(delay)
                     delay = min(delay * 2, 0.5)
                     continue

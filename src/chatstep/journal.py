@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from chatstep.errors import ConfigError
+from chatstep.sqlite_files import open_wal
 
 __all__ = [
     "JournalMismatchError",
@@ -130,11 +131,7 @@ class RunJournal:
         self._lock = _FileLock(self.path.with_name(self.path.name + ".lock"))
         self._lock.acquire(self.path)
         try:
-            self._conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            # NORMAL: a commit survives a crash of this process (not a power cut), and it
-            # costs no fsync per row.
-            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn = open_wal(self.path, timeout=30.0)
             self._conn.executescript(_SCHEMA)
             self._check_version()
             self.fingerprint = step_fingerprint(definition)
