@@ -174,6 +174,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--repeat", type=int, default=3, help="runs per client (median kept)")
+    parser.add_argument(
+        "--only", nargs="+", choices=list(CLIENTS), help="run only these clients (default: all)"
+    )
     parser.add_argument("--client", help=argparse.SUPPRESS)
     parser.add_argument("--base-url", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -188,6 +191,8 @@ def main() -> None:
     rows: list[tuple[str, dict[str, Any]]] = []
     with BenchServer() as server:
         for name, (label, _) in CLIENTS.items():
+            if args.only and name not in args.only and name != "openai":
+                continue
             runs = [
                 _run_client(name, server.base_url, args.requests, args.concurrency)
                 for _ in range(args.repeat)

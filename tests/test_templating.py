@@ -696,3 +696,26 @@ def test_collect_input_names() -> None:
     with pytest.raises(TemplateError) as info:
         collect_input_names({"messages": [{"content": "{% if %}"}]})
     assert info.value.field == "messages[0].content"
+
+
+def test_templated_fields_are_found_from_the_annotation_whatever_its_shape() -> None:
+    from chatstep.render import templated_fields
+    from chatstep.steps import ChatCompletion, Embedding
+
+    chat = templated_fields(ChatCompletion)
+    # Top-level Templated[...] (pydantic moves its metadata off the annotation) and
+    # Templated[...] | None alike; plain strings are not native-rendered.
+    assert {"timeout", "max_retries", "temperature", "n", "messages", "seed"} <= chat
+    assert not {"model", "prompt", "api_key", "base_url"} & chat
+    assert {"timeout", "dimensions", "input"} <= templated_fields(Embedding)
+
+
+def test_a_templated_timeout_renders_to_its_native_value() -> None:
+    from chatstep.render import make_context, render_step
+    from chatstep.steps import ChatCompletion
+
+    step = ChatCompletion(
+        model="gpt-4o-mini", prompt="hi", timeout="{{ inputs.t }}", max_retries="{{ inputs.r }}"
+    )
+    rendered = render_step(step, make_context({"t": 2.5, "r": 0}))
+    assert (rendered.timeout, rendered.max_retries) == (2.5, 0)

@@ -8,7 +8,7 @@ so a rendered ``"{{ inputs.t }}"`` -> ``"3"`` is checked like a literal ``3``.
 
 from __future__ import annotations
 
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar, get_args, get_origin
 
 from annotated_types import Interval, Len
 from pydantic import AfterValidator, ValidationInfo
@@ -22,6 +22,7 @@ __all__ = [
     "Temperature",
     "TemplateStr",
     "Templated",
+    "is_templated",
     "looks_like_template",
 ]
 
@@ -47,8 +48,34 @@ def _require_template(value: str, info: ValidationInfo) -> str:
 TemplateStr = Annotated[str, AfterValidator(_require_template)]
 """A string that must be a Jinja template (used as the second arm of :data:`Templated`)."""
 
-Templated = Annotated[T | TemplateStr, "templated"]
+
+class _TemplatedMarker:
+    """The metadata that tags a :data:`Templated` annotation (found by :func:`is_templated`)."""
+
+    def __repr__(self) -> str:
+        return "templated"
+
+
+_TEMPLATED = _TemplatedMarker()
+
+Templated = Annotated[T | TemplateStr, _TEMPLATED]
 """A value of type T, or a template that renders to one."""
+
+
+def is_templated(annotation: Any, metadata: list[Any] | tuple[Any, ...] = ()) -> bool:
+    """True when a field annotation is, or contains (``Templated[int] | None``), a Templated.
+
+    ``metadata`` is pydantic's ``FieldInfo.metadata``, where it moves a top-level
+    ``Annotated``'s extras.
+    """
+    if any(item is _TEMPLATED for item in metadata):
+        return True
+    if get_origin(annotation) is Annotated and any(
+        item is _TEMPLATED for item in annotation.__metadata__
+    ):
+        return True
+    return any(is_templated(arg) for arg in get_args(annotation))
+
 
 Temperature = Annotated[float, Interval(ge=0, le=2)]
 Probability = Annotated[float, Interval(ge=0, le=1)]

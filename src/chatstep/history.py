@@ -18,11 +18,9 @@ older, up to :data:`SCHEMA_VERSION`.
 
 from __future__ import annotations
 
-import atexit
 import json
 import logging
 import os
-import queue
 import secrets
 import sqlite3
 import threading
@@ -41,7 +39,6 @@ __all__ = [
     "SCHEMA_VERSION",
     "History",
     "HistoryEntry",
-    "HistoryWriter",
     "history_enabled",
     "migrate",
     "new_id",
@@ -474,50 +471,3 @@ class History:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-class HistoryWriter:
-    """Records entries on one background thread, so logging never blocks an event loop.
-
-    ``submit`` only queues; ``close`` (called by the Runner when it closes, and at process
-    exit) waits until every queued entry is written.
-    """
-
-    def __init__(self, history: History) -> None:
-        self.history = history
-        self._queue: queue.SimpleQueue[HistoryEntry | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-
-    def submit(self, entry: HistoryEntry) -> None:
-        if not self.history.writes_enabled:
-            return
-        if self._thread is None:
-            with self._lock:
-                if self._thread is None:
-                    self._thread = threading.Thread(
-                        target=self._drain, name="chatstep-history", daemon=True
-                    )
-                    self._thread.start()
-                    atexit.register(self.close)
-        self._queue.put(entry)
-
-    def _drain(self) -> None:
-        # One transaction per burst: under load, many calls share a commit.
-        while True:
-            batch = [self._queue.get()]
-            while len(batch) < 256 and not self._queue.empty():
-                batch.append(self._queue.get())
-            entries = [e for e in batch if e is not None]
-            self.history.record_many(entries)
-            if len(entries) < len(batch):
-                return
-
-    def close(self) -> None:
-        """Write everything queued, then stop the thread."""
-        with self._lock:
-            thread, self._thread = self._thread, None
-        if thread is not None:
-            self._queue.put(None)
-            thread.join()
-            atexit.unregister(self.close)

@@ -23,7 +23,8 @@ from chatstep.backends.base import Backend, Reply
 from chatstep.cache import ResponseCache, cache_key, open_cache
 from chatstep.connection import BackendPool, Connection, for_local_model, resolve_connection
 from chatstep.errors import APIConnectionError, APIError
-from chatstep.history import History, HistoryEntry, HistoryWriter
+from chatstep.history import History, HistoryEntry
+from chatstep.history_writer import HistoryWriter
 from chatstep.loading import load_step
 from chatstep.output import parse_json_output
 from chatstep.render import make_context, render_step

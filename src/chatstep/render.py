@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from functools import cache
 from typing import Any, TypeVar
 
-from chatstep.fields import looks_like_template
+from chatstep.fields import is_templated, looks_like_template
 from chatstep.loading import validate_step
 from chatstep.result import _ResultBase, template_view
 from chatstep.secrets import SecretStore, default_secret_store
@@ -28,7 +28,9 @@ S = TypeVar("S", bound=StepBase)
 def templated_fields(cls: type[StepBase]) -> frozenset[str]:
     """Fields of ``cls`` that may hold a whole-value template rendering to a non-string."""
     return frozenset(
-        name for name, info in cls.model_fields.items() if "'templated'" in repr(info.annotation)
+        name
+        for name, info in cls.model_fields.items()
+        if is_templated(info.annotation, info.metadata)
     )
 
 
