@@ -268,6 +268,27 @@ def test_a_lock_held_past_the_deadline_drops_the_write_with_a_warning(
     assert "could not be written: database is locked" in caplog.text
 
 
+def test_prune_deletes_calls_and_their_index_before_a_time(tmp_path: Path) -> None:
+    from datetime import datetime, timezone
+
+    with History(tmp_path / "h.sqlite3") as history:
+        for n, when in enumerate(
+            ["2026-01-01T00:00:00.000+00:00", "2026-06-01T00:00:00.000+00:00"]
+        ):
+            request, response = chat(f"question {n}", f"answer{n} walrus")
+            entry = HistoryEntry.from_exchange("chat.completions", request, response)
+            entry.time = when
+            history.record(entry)
+        removed = history.prune(datetime(2026, 3, 1, tzinfo=timezone.utc), vacuum=True)
+        assert removed == 1
+        assert history.count() == 1
+        assert [e.time[:10] for e in history.search("walrus")] == ["2026-06-01"]
+        assert history.search("answer0") == []
+        with pytest.raises(ValueError, match="aware datetime"):
+            history.prune(datetime(2026, 3, 1))
+    assert History(tmp_path / "absent.sqlite3").prune(datetime.now(timezone.utc)) == 0
+
+
 def test_ids_are_unique_and_sort_by_time() -> None:
     ids = [new_id() for _ in range(1000)]
     assert len(set(ids)) == 1000

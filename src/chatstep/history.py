@@ -449,6 +449,35 @@ class History:
         )
         return self._read(sql, (match, limit))
 
+    def prune(self, before: datetime, *, vacuum: bool = False) -> int:
+        """Delete the calls logged before ``before`` (and their search index); returns how many.
+
+        ``vacuum`` then rebuilds the file so the space goes back to the disk (slow on a big
+        file, and it needs as much free space again while it runs).
+        """
+        if before.tzinfo is None:
+            raise ValueError("prune needs an aware datetime (UTC), e.g. datetime.now(timezone.utc)")
+        if not self.path.exists():
+            return 0
+        cutoff = before.astimezone(timezone.utc).isoformat(timespec="milliseconds")
+        conn = self._write_connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(
+                "DELETE FROM calls_fts WHERE rowid IN (SELECT seq FROM calls WHERE time < ?)",
+                (cutoff,),
+            )
+            removed = conn.execute("DELETE FROM calls WHERE time < ?", (cutoff,)).rowcount
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        if vacuum:
+            conn.execute("INSERT INTO calls_fts (calls_fts) VALUES ('optimize')")
+            conn.execute("VACUUM")
+        return int(removed)
+
     def count(self) -> int:
         """How many calls are logged."""
         if not self.reads_enabled:

@@ -152,6 +152,23 @@ def test_history_lists_and_searches(openai_env: TestServer, step_file: Path) -> 
     assert runner.invoke(app, ["history", "show", "nope"]).exit_code == EXIT_CODES["config"]
 
 
+def test_history_prune_deletes_old_calls_only(openai_env: TestServer, step_file: Path) -> None:
+    runner.invoke(app, ["run", str(step_file), "-i", "name=Zebediah"])
+    kept = runner.invoke(app, ["history", "prune", "--older-than", "1h"])
+    assert kept.exit_code == 0, kept.output
+    assert "removed 0 call(s)" in kept.stdout
+    assert "1 remain" in kept.stdout
+    # Everything is older than a millisecond by now.
+    gone = runner.invoke(app, ["history", "prune", "--older-than", "1ms", "--vacuum"])
+    assert gone.exit_code == 0, gone.output
+    assert "removed 1 call(s)" in gone.stdout
+    assert json.loads(runner.invoke(app, ["history", "-q", "Zebediah", "--json"]).stdout) == []
+    bad = runner.invoke(app, ["history", "prune", "--older-than", "a while"])
+    assert bad.exit_code == EXIT_CODES["config"]
+    assert "--older-than" in bad.output
+    assert "30d" in bad.output
+
+
 def test_help_lists_commands() -> None:
     out = runner.invoke(app, ["--help"])
     assert out.exit_code == 0

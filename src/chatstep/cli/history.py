@@ -1,4 +1,4 @@
-"""``chatstep history``: list, search and show logged calls."""
+"""``chatstep history``: list, search and show logged calls; prune old ones."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from chatstep.cli.common import print_json, reports_errors
 __all__ = ["register"]
 
 history_app = typer.Typer(
-    help="Every call chatstep made: list, full-text search, show one.",
+    help="Every call chatstep made: list, full-text search, show one, prune old ones.",
     invoke_without_command=True,
     no_args_is_help=False,
 )
@@ -80,6 +80,40 @@ def show(
                 "id", f"no logged call has id {entry_id!r}", "list ids with chatstep history"
             )
         print_json(asdict(entry))
+
+
+@history_app.command("prune")
+def prune(
+    older_than: Annotated[
+        str,
+        typer.Option(
+            "--older-than",
+            help="Delete calls logged longer ago than this: 30d, 12h, 90m, or ISO 8601 (P30D).",
+        ),
+    ],
+    vacuum: Annotated[
+        bool, typer.Option("--vacuum", help="Then give the freed space back to the disk.")
+    ] = False,
+) -> None:
+    """Delete old calls from the history (the file grows by every call otherwise)."""
+    from datetime import datetime, timedelta, timezone
+
+    from chatstep.errors import ConfigError
+    from chatstep.flow_tasks import parse_duration
+    from chatstep.history import History
+
+    with reports_errors():
+        try:
+            seconds = parse_duration(older_than)
+        except ValueError as exc:
+            raise ConfigError("--older-than", str(exc), "for example --older-than 30d") from None
+        before = datetime.now(timezone.utc) - timedelta(seconds=seconds)
+        history = History()
+        removed = history.prune(before, vacuum=vacuum)
+        typer.echo(
+            f"removed {removed} call(s) logged before {before.isoformat(timespec='seconds')}; "
+            f"{history.count()} remain in {history.path}"
+        )
 
 
 def register(app: typer.Typer) -> None:
