@@ -1,6 +1,6 @@
 """ChatStepOperator in a real Airflow DAG run (SQLite metadata DB) against the test server.
 
-Runs in its own virtualenv (``ci/integration_airflow.sh``); skipped where Airflow is missing.
+Runs in its own virtualenv (``ci/integration.sh airflow``); skipped where Airflow is missing.
 """
 
 from __future__ import annotations

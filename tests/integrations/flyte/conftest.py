@@ -1,4 +1,4 @@
-"""Flyte tests: run in their own virtualenv (ci/integration_flyte.sh), skipped elsewhere."""
+"""Flyte tests: run in their own virtualenv (ci/integration.sh flyte), skipped elsewhere."""
 
 from __future__ import annotations
 

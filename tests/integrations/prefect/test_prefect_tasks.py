@@ -1,6 +1,6 @@
 """chatstep tasks in real Prefect flow runs under ``prefect_test_harness``, against the test server.
 
-Runs in its own virtualenv (``ci/integration_prefect.sh``); skipped where Prefect is missing.
+Runs in its own virtualenv (``ci/integration.sh prefect``); skipped where Prefect is missing.
 """
 
 from __future__ import annotations

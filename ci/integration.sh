@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# One orchestrator integration in its own virtualenv, with the project installed from its own
+# files plus that integration's extra, then its tests against chatstep's test server:
+#   bash ci/integration.sh airflow   a real DAG run on a SQLite metadata database
+#   bash ci/integration.sh flyte     real @workflows executed locally by flytekit
+#   bash ci/integration.sh prefect   real flow runs under prefect_test_harness
+# Each gets its own venv because each pins shared dependencies its own way.
+#   CHATSTEP_VENVS  where virtualenvs live (default: .venvs/); a venv is reused when present
+#   PYTHON          the interpreter that creates the venv (default: python3)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+name="${1:?usage: ci/integration.sh airflow|flyte|prefect}"
+case "$name" in
+    airflow) extras="airflow,testing"; probe="import airflow.sdk" ;;
+    flyte) extras="flyte,dev"; probe="import flytekit, chatstep.integrations.flyte" ;;
+    prefect) extras="prefect,testing"; probe="import prefect" ;;
+    *) echo "error: unknown integration '$name' (airflow, flyte or prefect)" >&2; exit 2 ;;
+esac
+venv="${CHATSTEP_VENVS:-.venvs}/$name"
+if [ ! -x "$venv/bin/python" ]; then
+    "${PYTHON:-python3}" -m venv "$venv"
+    "$venv/bin/python" -m pip install -q --upgrade pip
+fi
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+"$venv/bin/python" -m pip install -q -e ".[$extras]" "pytest>=8"
+if ! "$venv/bin/python" -c "$probe" 2>/dev/null; then
+    echo "error: '$probe' fails in $venv: does pyproject.toml define the [$name] extra?" >&2
+    exit 1
+fi
+# Airflow tests set their own AIRFLOW_HOME; Prefect's harness and Flyte's local sandboxes go to
+# a scratch directory removed afterwards, so nothing touches the home directory.
+scratch="$(mktemp -d)"
+trap 'rm -rf "$scratch"' EXIT
+PREFECT_HOME="${PREFECT_HOME:-$scratch/prefect}" TMPDIR="$scratch" \
+    "$venv/bin/python" -m pytest "tests/integrations/$name" -q -p no:cacheprovider
