@@ -14,6 +14,7 @@ import os
 import struct
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -521,3 +522,27 @@ def test_missing_packages_name_the_install_command(blocked: str) -> None:
     lines = result.stdout.splitlines()
     assert len(lines) == 2, result.stdout + result.stderr
     assert all('pip install "chatstep[local]"' in line for line in lines)
+
+
+def test_loading_the_model_keeps_llama_cpp_off_stderr(tmp_path: Path) -> None:
+    # llama.cpp's C code prints a line about its SWA cache at every load, even when asked to be
+    # quiet; a pipeline's stderr must show chatstep's one notice only.
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "CHATSTEP_LOCAL_MODEL_PATH")
+    }
+    env["CHATSTEP_HOME"] = str(tmp_path)
+    step = tmp_path / "step.yaml"
+    step.write_text("type: chat\nmodel: gpt-4o-mini\nprompt: Say hi\nmax_tokens: 3\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "chatstep", "run", str(step)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [
+        "chatstep: no OPENAI_API_KEY: using the embedded local model gemma-3-270m"
+    ]

@@ -18,10 +18,14 @@ from __future__ import annotations
 import atexit
 import codecs
 import concurrent.futures
+import contextlib
 import ctypes
+import logging
 import os
+import sys
+import tempfile
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -157,6 +161,39 @@ def _import_llama_cpp() -> Any:
     return llama_cpp
 
 
+_llama_logger = logging.getLogger("chatstep.local.llama_cpp")
+
+
+@contextlib.contextmanager
+def _llama_output_to_log() -> Iterator[list[str]]:
+    """Send what llama.cpp writes to stderr while loading to the ``chatstep.local.llama_cpp``
+    logger (DEBUG) instead; yields the captured lines.
+
+    llama.cpp's C code prints some lines (one about the SWA cache at every load) even with
+    ``verbose=False``, which would mix with a pipeline's own stderr. The file descriptor is
+    swapped for the load only, once per process.
+    """
+    lines: list[str] = []
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no usable fd 2 (embedded interpreters): leave it alone
+        yield lines
+        return
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            text = captured.read().decode("utf-8", "replace")
+            lines.extend(line for line in text.splitlines() if line.strip())
+            for line in lines:
+                _llama_logger.debug("%s", line)
+
+
 class _TokenSampler:
     """A llama.cpp sampler chain plus an optional grammar, checked on the chosen token first.
 
@@ -268,16 +305,18 @@ class LocalModel:
         self.n_threads = n_threads
         self._llama_cpp = llama_cpp
         try:
-            self.llama: Any = llama_cpp.Llama(
-                str(path),
-                n_ctx=n_ctx,
-                n_threads=n_threads,
-                n_threads_batch=n_threads,
-                verbose=False,
-            )
+            with _llama_output_to_log() as said:
+                self.llama: Any = llama_cpp.Llama(
+                    str(path),
+                    n_ctx=n_ctx,
+                    n_threads=n_threads,
+                    n_threads_batch=n_threads,
+                    verbose=False,
+                )
         except (ValueError, RuntimeError) as exc:
+            detail = f" (llama.cpp said: {said[-1]})" if said else ""
             raise BackendUnavailableError(
-                f"the local model {path} could not be loaded: {exc} "
+                f"the local model {path} could not be loaded: {exc}{detail} "
                 f"(check the file, or unset {MODEL_PATH_ENV} to use the packaged model)"
             ) from exc
         self.n_ctx: int = int(self.llama.n_ctx())
@@ -446,17 +485,18 @@ class LocalModel:
             llama_cpp = self._llama_cpp
             size = self.embedding_n_ctx
             # A second context in embedding mode; llama.cpp cannot switch one context's mode.
-            self._embedder = llama_cpp.Llama(
-                str(self.path),
-                n_ctx=size,
-                n_batch=size,
-                n_ubatch=size,
-                embedding=True,
-                pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN,
-                n_threads=self.n_threads,
-                n_threads_batch=self.n_threads,
-                verbose=False,
-            )
+            with _llama_output_to_log():
+                self._embedder = llama_cpp.Llama(
+                    str(self.path),
+                    n_ctx=size,
+                    n_batch=size,
+                    n_ubatch=size,
+                    embedding=True,
+                    pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN,
+                    n_threads=self.n_threads,
+                    n_threads_batch=self.n_threads,
+                    verbose=False,
+                )
         # One text per decode: batched with others, a text's vector changes slightly, and an
         # embedding must depend on its text only.
         vectors = [self._embedder.embed(text, normalize=False, truncate=False) for text in texts]
