@@ -14,12 +14,15 @@ import pytest
 ORCHESTRATORS = ("airflow", "prefect", "flytekit")
 
 
-@pytest.mark.parametrize("name", ["airflow", "prefect"])
-def test_integration_without_its_extra_names_the_extra(name: str) -> None:
-    if importlib.util.find_spec(name) is not None:
-        pytest.skip(f"{name} is installed here")
-    with pytest.raises(ImportError, match=rf'pip install "chatstep\[{name}\]"'):
-        importlib.import_module(f"chatstep.integrations.{name}")
+@pytest.mark.parametrize(
+    ("module", "extra"),
+    [("airflow", "airflow"), ("airflow_batch", "airflow"), ("prefect", "prefect")],
+)
+def test_integration_without_its_extra_names_the_extra(module: str, extra: str) -> None:
+    if importlib.util.find_spec(extra) is not None:
+        pytest.skip(f"{extra} is installed here")
+    with pytest.raises(ImportError, match=rf'pip install "chatstep\[{extra}\]"'):
+        importlib.import_module(f"chatstep.integrations.{module}")
 
 
 def test_core_and_flows_import_no_orchestrator(tmp_path: Path) -> None:

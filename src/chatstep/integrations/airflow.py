@@ -53,7 +53,15 @@ from chatstep.steps import ChatCompletion, Embedding, Moderation, Step
 if TYPE_CHECKING:
     from chatstep.secrets import SecretStore
 
-__all__ = ["DEFAULT_CONN_ID", "RESPONSE_XCOM_KEY", "ChatStepOperator", "answer_of"]
+__all__ = [
+    "DEFAULT_CONN_ID",
+    "RESPONSE_XCOM_KEY",
+    "ChatStepOperator",
+    "answer_of",
+    "connection_secret_store",
+    "connection_values",
+    "secret_store_with",
+]
 
 DEFAULT_CONN_ID = "openai_default"
 RESPONSE_XCOM_KEY = "chatstep_response"
@@ -72,6 +80,51 @@ def answer_of(result: AnyResult) -> Any:
     if isinstance(result, EmbeddingResult):
         return result.vectors
     raise TypeError(f"not a chatstep result: {type(result).__name__}")
+
+
+def connection_values(conn: Any) -> dict[str, str]:
+    """The chatstep secrets an Airflow Connection holds, read as Airflow's OpenAI provider does:
+    password = key, host = base URL, ``organization`` / ``project`` from ``extra`` (or its
+    ``openai_client_kwargs``)."""
+    extra = conn.extra_dejson or {}
+    client = extra.get("openai_client_kwargs") or {}
+    found = {
+        "OPENAI_API_KEY": conn.password,
+        "OPENAI_BASE_URL": conn.host,
+        "OPENAI_ORG_ID": extra.get("organization") or client.get("organization"),
+        "OPENAI_PROJECT_ID": extra.get("project") or client.get("project"),
+    }
+    return {k: str(v) for k, v in found.items() if v}
+
+
+def secret_store_with(values: Mapping[str, str], conn_id: str | None) -> SecretStore:
+    """chatstep's default secret store, with an Airflow Connection's values looked up first."""
+    from chatstep.secrets import SecretStore, StaticSecrets, default_secret_store
+
+    providers = list(default_secret_store().providers)
+    if values:
+        providers.insert(0, StaticSecrets(values, name=f"Airflow connection {conn_id!r}"))
+    return SecretStore(providers)
+
+
+def connection_secret_store(conn_id: str | None, log: Any) -> SecretStore:
+    """The secret store for a task: its Airflow Connection first (when it exists).
+
+    A missing ``openai_default`` falls back to chatstep's own lookup (``OPENAI_API_KEY``...); a
+    missing connection named explicitly is Airflow's own error.
+    """
+    values: dict[str, str] = {}
+    if conn_id:
+        try:
+            values = connection_values(BaseHook.get_connection(conn_id))
+        except AirflowNotFoundException:
+            if conn_id != DEFAULT_CONN_ID:
+                raise
+            log.info(
+                "No Airflow connection %r: using chatstep's own settings (OPENAI_API_KEY...)",
+                conn_id,
+            )
+    return secret_store_with(values, conn_id)
 
 
 def _as_step(step: Step | Mapping[str, Any] | str | Path) -> Step:
@@ -109,37 +162,8 @@ class ChatStepOperator(BaseOperator):  # type: ignore[misc]
         self.conn_id = conn_id
         self.response_xcom_key = response_xcom_key
 
-    def _connection_secrets(self) -> dict[str, str]:
-        if not self.conn_id:
-            return {}
-        try:
-            conn = BaseHook.get_connection(self.conn_id)
-        except AirflowNotFoundException:
-            if self.conn_id != DEFAULT_CONN_ID:
-                raise
-            self.log.info(
-                "No Airflow connection %r: using chatstep's own settings (OPENAI_API_KEY...)",
-                self.conn_id,
-            )
-            return {}
-        extra = conn.extra_dejson or {}
-        client = extra.get("openai_client_kwargs") or {}
-        found = {
-            "OPENAI_API_KEY": conn.password,
-            "OPENAI_BASE_URL": conn.host,
-            "OPENAI_ORG_ID": extra.get("organization") or client.get("organization"),
-            "OPENAI_PROJECT_ID": extra.get("project") or client.get("project"),
-        }
-        return {k: str(v) for k, v in found.items() if v}
-
     def _secrets(self) -> SecretStore:
-        from chatstep.secrets import SecretStore, StaticSecrets, default_secret_store
-
-        values = self._connection_secrets()
-        providers = list(default_secret_store().providers)
-        if values:
-            providers.insert(0, StaticSecrets(values, name=f"Airflow connection {self.conn_id!r}"))
-        return SecretStore(providers)
+        return connection_secret_store(self.conn_id, self.log)
 
     def _upstream_outputs(self, context: Mapping[str, Any]) -> dict[str, Any]:
         sources = self.outputs_from
