@@ -253,13 +253,17 @@ def join_results(
     missing: Callable[[int], dict[str, Any]],
     cost: Callable[[Mapping[str, Any]], float | None],
     chat: bool,
+    response_format: dict[str, Any] | None = None,
 ) -> JoinSummary:
     """Write one joined row per input row to ``dest``, in input order.
 
     ``result_files`` are output and error files; ``missing(index)`` is the error of a row no file
     answers; ``cost(body)`` prices one response. Each joined row holds ``index``, ``custom_id``,
     ``input``, ``ok``, ``response`` (the API's body), ``error``, ``usage``, ``cost`` and, for chat,
-    ``content``.
+    ``content``, and ``parsed`` when ``response_format`` asks for JSON: the answer parsed and
+    checked against the schema, as ``run`` and ``map`` do. An answer that fails that check makes
+    the row fail (``error.code`` ``invalid_json``, ``schema_mismatch`` or ``truncated_output``),
+    its response kept.
     """
     paths, where = _index(result_files)
     handles = [p.open("rb") for p in paths]
@@ -300,6 +304,11 @@ def join_results(
                     total_cost += row_cost
                 if chat:
                     joined["content"] = _content(body)
+                if chat and response_format is not None:
+                    joined["parsed"] = None
+                    if error is None and isinstance(body, Mapping):
+                        joined["parsed"], error = _parsed(body, response_format)
+                        joined["ok"], joined["error"] = error is None, error
                 summary.rows += 1
                 if error is None:
                     summary.succeeded += 1
@@ -313,6 +322,29 @@ def join_results(
             handle.close()
     summary.cost = total_cost if priced else None
     return summary
+
+
+_OUTPUT_ERROR_CODES = {
+    "InvalidJSONError": "invalid_json",
+    "SchemaMismatchError": "schema_mismatch",
+    "TruncatedOutputError": "truncated_output",
+}
+
+
+def _parsed(
+    body: Mapping[str, Any], response_format: dict[str, Any]
+) -> tuple[Any, dict[str, Any] | None]:
+    """The first choice's validated JSON, or None and the error that stops it."""
+    from chatstep.errors import OutputError
+    from chatstep.output import parse_choice_json
+
+    choices = body.get("choices")
+    choice = choices[0] if isinstance(choices, list) and choices else {}
+    try:
+        return parse_choice_json(dict(choice), response_format), None
+    except OutputError as exc:
+        code = _OUTPUT_ERROR_CODES.get(type(exc).__name__, "invalid_output")
+        return None, {"code": code, "message": str(exc)}
 
 
 def _content(body: Any) -> str | None:

@@ -230,6 +230,9 @@ class BatchJob:
     metadata: dict[str, str] = field(default_factory=dict)
     submit_error: str | None = None
     """Why submitting failed part-way (its created parts were cancelled), else None."""
+    response_format: dict[str, Any] | None = None
+    """The rows' JSON output format (json_object / json_schema), so results are parsed and
+    validated as ``run`` and ``map`` do; None for text, or when rows ask for different ones."""
     directory: Path | None = field(default=None, compare=False)
     """Where the job's files are (set by the journal; not stored)."""
 
@@ -288,6 +291,7 @@ class BatchJob:
             "custom_ids": self.custom_ids,
             "metadata": dict(self.metadata),
             "submit_error": self.submit_error,
+            "response_format": self.response_format,
             "connection": self.connection.to_dict(),
             "parts": [asdict(p) for p in self.parts],
         }
@@ -307,6 +311,7 @@ class BatchJob:
             custom_ids=str(data.get("custom_ids") or "row"),
             metadata=dict(data.get("metadata") or {}),
             submit_error=data.get("submit_error"),
+            response_format=data.get("response_format"),
         )
 
     def copy(self) -> BatchJob:

@@ -158,6 +158,7 @@ async def abatch_results(
         missing=_missing(current),
         cost=_pricer(current, price_table),
         chat=current.endpoint == "/v1/chat/completions",
+        response_format=current.response_format,
     )
     return BatchResults(
         current, dest, summary.rows, summary.succeeded, summary.failed, summary.cost

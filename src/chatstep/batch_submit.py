@@ -35,6 +35,7 @@ from chatstep.batch_journal import (
     new_job_id,
 )
 from chatstep.errors import APIError, ConfigError
+from chatstep.output import wants_json
 
 if TYPE_CHECKING:
     from chatstep.connection import Connection
@@ -57,6 +58,18 @@ class _Rendered:
     key_secret: str | None = "OPENAI_API_KEY"
     step_id: str | None = None
     rows: int = 0
+    response_format: dict[str, Any] | None = None
+    mixed_formats: bool = False
+
+    def saw_format(self, body: Mapping[str, Any]) -> None:
+        """Keep the rows' JSON output format; rows that differ leave results unparsed."""
+        fmt = body.get("response_format")
+        fmt = dict(fmt) if isinstance(fmt, Mapping) and wants_json(dict(fmt)) else None
+        if self.rows == 0:
+            self.response_format = fmt
+        elif fmt != self.response_format:
+            self.mixed_formats = True
+            self.response_format = None
 
 
 def _render_rows(
@@ -114,6 +127,8 @@ def _render_rows(
             out.endpoint = out.endpoint or endpoint
             out.model = out.model or model
             inputs = embedding_inputs(body) if endpoint == "/v1/embeddings" else 0
+            if endpoint == "/v1/chat/completions":
+                out.saw_format(body)
             writer.add(line, inputs)
             copy.write(json.dumps(row, ensure_ascii=False) + "\n")
             out.rows += 1
@@ -187,6 +202,7 @@ async def asubmit_batch(
                 source=source,
                 custom_ids="row" if step is not None else "given",
                 metadata=dict(metadata or {}),
+                response_format=shared.response_format,
             )
             journal.save(job)
             await _create_parts(job, conn, part_files, journal, retry)

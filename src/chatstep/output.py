@@ -9,7 +9,7 @@ from typing import Any
 from chatstep.errors import InvalidJSONError, SchemaMismatchError, TruncatedOutputError
 from chatstep.result import StepResult
 
-__all__ = ["parse_json_output"]
+__all__ = ["parse_choice_json", "parse_json_output", "wants_json"]
 
 
 @lru_cache(maxsize=256)
@@ -21,8 +21,23 @@ def _validator(schema_json: str) -> Any:
     return Draft202012Validator(schema)
 
 
+def wants_json(response_format: dict[str, Any] | None) -> bool:
+    """True when a request's ``response_format`` asks for JSON output."""
+    return bool(response_format) and (response_format or {}).get("type") in (
+        "json_object",
+        "json_schema",
+    )
+
+
+def parse_choice_json(
+    choice: dict[str, Any], response_format: dict[str, Any], index: int = 0
+) -> Any:
+    """The validated JSON of one choice (a batch row's answer, say); raises an OutputError."""
+    return _parse_choice(None, index, choice, response_format)
+
+
 def _parse_choice(
-    result: StepResult, index: int, choice: dict[str, Any], fmt: dict[str, Any]
+    result: StepResult | None, index: int, choice: dict[str, Any], fmt: dict[str, Any]
 ) -> Any:
     message = choice.get("message") or {}
     content = message.get("content")
@@ -65,7 +80,7 @@ def _parse_choice(
 
 def parse_json_output(result: StepResult, response_format: dict[str, Any] | None) -> list[Any]:
     """Parsed JSON of every choice when the request asked for JSON output, else []."""
-    if not response_format or response_format.get("type") not in ("json_object", "json_schema"):
+    if not response_format or not wants_json(response_format):
         return []
     choices = result.response.get("choices") or []
     return [_parse_choice(result, i, c, response_format) for i, c in enumerate(choices)]

@@ -288,3 +288,56 @@ def test_rows_must_share_one_model(openai_env: TestServer, tmp_path: Path) -> No
     step.write_text("model: '{{ inputs.model }}'\nprompt: hi\n")
     with pytest.raises(ConfigError, match=r"rows\[1\]\.model.*one model"):
         submit_batch(step, [{"model": "gpt-4o-mini"}, {"model": "gpt-4o"}])
+
+
+def test_json_schema_rows_are_parsed_and_validated_like_map(
+    openai_env: TestServer, tmp_path: Path
+) -> None:
+    from chatstep.testing import Respond
+
+    schema = {
+        "type": "object",
+        "properties": {"label": {"type": "string", "enum": ["good", "bad"]}},
+        "required": ["label"],
+        "additionalProperties": False,
+    }
+    step = {
+        "model": "gpt-4o-mini",
+        "prompt": "Label: {{ inputs.text }}",
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {"name": "label", "strict": True, "schema": schema},
+        },
+    }
+
+    def answer(path: str, body: Any) -> Any:
+        if path != CHAT:
+            return None
+        text = body["messages"][-1]["content"]
+        if "broken" in text:
+            return Respond(content='{"label": "meh"}')
+        return Respond(content='{"label": "good"}')
+
+    openai_env.handler = answer
+    rows = [{"text": "fine"}, {"text": "broken"}, {"text": "also fine"}]
+    job = submit_batch(step, rows)
+    assert job.response_format is not None
+    assert BatchJournal().get(job.id).response_format == job.response_format
+    wait_batch(job.id, poll=FAST)
+    results = batch_results(job.id, tmp_path / "out.jsonl")
+    joined = list(results)
+    assert [r["parsed"] for r in joined] == [{"label": "good"}, None, {"label": "good"}]
+    assert [r["ok"] for r in joined] == [True, False, True]
+    assert joined[1]["error"]["code"] == "schema_mismatch"
+    assert "'meh' is not one of" in joined[1]["error"]["message"]
+    assert joined[1]["content"] == '{"label": "meh"}'  # what was paid for is kept
+    assert (results.succeeded, results.failed) == (2, 1)
+
+
+def test_text_rows_have_no_parsed_column(openai_env: TestServer, tmp_path: Path) -> None:
+    job = submit_batch({"model": "gpt-4o-mini", "prompt": "{{ inputs.t }}"}, [{"t": "hi"}])
+    assert job.response_format is None
+    wait_batch(job.id, poll=FAST)
+    (row,) = list(batch_results(job.id, tmp_path / "out.jsonl"))
+    assert "parsed" not in row
+    assert row["content"] == "echo: hi"

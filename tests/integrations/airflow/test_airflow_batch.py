@@ -179,3 +179,40 @@ def test_a_broken_step_fails_when_the_dag_is_parsed() -> None:
         ChatStepBatchOperator(
             task_id="t", step={"model": "gpt-4o-mini", "prompt": "x", "temperature": 9}, rows=[]
         )
+
+
+def test_the_example_dag_runs(tmp_path: Path, openai_server: TestServer) -> None:
+    examples = Path(__file__).resolve().parents[3] / "examples"
+    home = tmp_path / "airflow"
+    home.mkdir()
+    env = dict(os.environ)
+    env.update(
+        AIRFLOW_HOME=str(home),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        AIRFLOW__CORE__DAGS_FOLDER=str(examples / "airflow"),
+        AIRFLOW_CONN_OPENAI_DEFAULT=json.dumps(
+            {"conn_type": "openai", "host": openai_server.base_url, "password": CONN_KEY}
+        ),
+        CHATSTEP_HOME=str(tmp_path / "chatstep-home"),
+        PYTHONDONTWRITEBYTECODE="1",
+    )
+    _airflow(env, "db", "migrate")
+    _airflow(env, "dags", "reserialize")
+    _airflow(env, "dags", "test", "review_triage", "2024-01-01")
+
+    with sqlite3.connect(home / "airflow.db") as db:
+        rows = db.execute(
+            "SELECT task_id, value FROM xcom WHERE dag_id = 'review_triage' "
+            "AND key = 'return_value'"
+        ).fetchall()
+    xcoms = {task: json.loads(value) for task, value in rows}
+    assert set(xcoms["triage_one"]) == {"response_urgency", "response_text"}
+    summary = xcoms["triage_all"]
+    assert (summary["rows"], summary["succeeded"]) == (5, 5)
+    joined = _rows(Path(summary["output"]))
+    assert [r["input"]["id"] for r in joined] == [1, 2, 3, 4, 5]
+    assert all(
+        r["parsed"]["response_urgency"] in ("reply_immediately", "reply_later") for r in joined
+    )
+    first = openai_server.requests[0]
+    assert "The lid cracked on day one" in first.body["messages"][-1]["content"]
