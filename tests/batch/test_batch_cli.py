@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from typer.testing import CliRunner
 
 from chatstep.cli.app import app
@@ -112,3 +113,61 @@ def test_ctrl_c_during_wait_cancels_the_batch(
     assert wait.returncode == EXIT_INTERRUPTED, err
     assert "cancelling" in err
     assert [r for r in openai_env.requests if r.path.endswith("/cancel")]
+
+
+def _read_until(fd: int, marker: str, limit: float = 60.0) -> str:
+    """Read a pty's output until ``marker`` shows (bounded, so a hang fails instead)."""
+    import select
+    import time
+
+    seen = ""
+    deadline = time.monotonic() + limit
+    while marker not in seen and time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.5)
+        if ready:
+            try:
+                seen += os.read(fd, 4096).decode(errors="replace")
+            except OSError:  # the child closed the terminal
+                break
+    return seen
+
+
+@pytest.mark.parametrize(("answer", "cancelled"), [("y", True), ("n", False)])
+def test_ctrl_c_on_a_terminal_asks_before_cancelling(
+    openai_env: TestServer, step_file: Path, rows_file: Path, answer: str, cancelled: bool
+) -> None:
+    import pty
+
+    openai_env.handler = lambda path, body: Delay(0.5) if path.endswith("/completions") else None
+    job_id = runner.invoke(app, ["batch", "submit", str(step_file), "-i", str(rows_file)]).stdout
+    job_id = job_id.strip()
+    master, slave = pty.openpty()
+    wait = subprocess.Popen(
+        [sys.executable, "-m", "chatstep", "batch", "wait", job_id, "--poll", "0.05"],
+        stdin=slave,
+        stdout=slave,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    os.close(slave)
+    try:
+        assert wait.stderr is not None
+        first = wait.stderr.readline()
+        assert job_id in first, first
+        wait.send_signal(signal.SIGINT)
+        prompt = _read_until(master, f"Cancel batch job {job_id}?")
+        assert f"Cancel batch job {job_id}? [y/N]" in prompt
+        os.write(master, f"{answer}\n".encode())
+        _, err = wait.communicate(timeout=60)
+    finally:
+        wait.kill()
+        os.close(master)
+    assert wait.returncode == EXIT_INTERRUPTED, err
+    cancels = [r for r in openai_env.requests if r.path.endswith("/cancel")]
+    if cancelled:
+        assert "cancelling" in err
+        assert cancels
+    else:
+        assert f"batch job {job_id} keeps running" in err
+        assert cancels == []
