@@ -128,7 +128,7 @@ async def abatch_status(
     current = job_for(job, journal)
     if current.done:
         return current
-    async with client_for(current, secrets, api_key, None) as client:
+    async with client_for(current, secrets, api_key) as client:
         await refresh_job(client, current, journal)
     return current
 
@@ -167,7 +167,7 @@ async def await_batch(
     current = job_for(job, journal)
     schedule = (poll or PollSchedule()).delays()
     deadline = None if timeout is None else time.monotonic() + timeout
-    async with client_for(current, secrets, api_key, None) as client:
+    async with client_for(current, secrets, api_key) as client:
         try:
             while True:
                 await refresh_job(client, current, journal)
@@ -228,7 +228,7 @@ async def acancel_batch(
     """Ask the API to cancel every part still running; returns the job (``cancelling``)."""
     journal = journal or BatchJournal()
     current = job_for(job, journal)
-    async with client_for(current, secrets, api_key, None) as client:
+    async with client_for(current, secrets, api_key) as client:
         await cancel_parts(client, current, journal)
     return current
 

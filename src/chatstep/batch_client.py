@@ -42,13 +42,11 @@ class BatchClient:
         conn: Connection,
         *,
         retry: RetryPolicy | None = None,
-        sleep: Callable[[float], Awaitable[None]] | None = None,
     ) -> None:
         from openai import AsyncOpenAI
 
         self.conn = conn
         self.retry = retry or RetryPolicy(max_retries=conn.max_retries)
-        self.sleep = sleep or asyncio.sleep
         self._client = AsyncOpenAI(
             api_key=conn.api_key or NO_KEY_PLACEHOLDER,
             base_url=conn.base_url,
@@ -94,7 +92,7 @@ class BatchClient:
                 delay = self.retry.delay_for(exc, attempt)
                 if delay is None:
                     raise
-                await self.sleep(delay)
+                await asyncio.sleep(delay)
                 if before_retry is not None:
                     done = await before_retry()
                     if done is not None:
@@ -191,13 +189,12 @@ def client_for(
     job: BatchJob,
     secrets: SecretStore | None = None,
     api_key: str | None = None,
-    retry: RetryPolicy | None = None,
 ) -> BatchClient:
     """A client on the job's connection, its key looked up again (or given)."""
     from chatstep.secrets import default_secret_store
 
     store = secrets if secrets is not None else default_secret_store()
-    return BatchClient(job.connection.resolve(store, api_key), retry=retry)
+    return BatchClient(job.connection.resolve(store, api_key))
 
 
 async def refresh_job(client: BatchClient, job: BatchJob, journal: BatchJournal) -> None:
@@ -211,6 +208,6 @@ async def refresh_job(client: BatchClient, job: BatchJob, journal: BatchJournal)
 async def cancel_parts(client: BatchClient, job: BatchJob, journal: BatchJournal) -> None:
     """Ask to cancel every part still running, then save the job."""
     for part in job.parts:
-        if part.status not in ("completed", "failed", "expired", "cancelled", "cancelling"):
+        if not part.done and part.status != "cancelling":
             part.update(await client.cancel(part.batch_id))
     journal.save(job)

@@ -10,11 +10,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from chatstep.errors import ConfigError
+from chatstep.errors import (
+    ConfigError,
+    InvalidJSONError,
+    OutputError,
+    SchemaMismatchError,
+    TruncatedOutputError,
+)
+from chatstep.output import parse_choice_json
 from chatstep.request import Request
 
 __all__ = [
@@ -199,7 +206,6 @@ class JoinSummary:
     succeeded: int = 0
     failed: int = 0
     cost: float | None = None
-    errors_by_code: dict[str, int] = field(default_factory=dict)
 
 
 def _index(files: Iterable[Path]) -> tuple[list[Path], dict[str, tuple[int, int]]]:
@@ -314,8 +320,6 @@ def join_results(
                     summary.succeeded += 1
                 else:
                     summary.failed += 1
-                    code = str(error.get("code") or "error")
-                    summary.errors_by_code[code] = summary.errors_by_code.get(code, 0) + 1
                 out.write(json.dumps(joined, ensure_ascii=False) + "\n")
     finally:
         for handle in handles:
@@ -324,10 +328,10 @@ def join_results(
     return summary
 
 
-_OUTPUT_ERROR_CODES = {
-    "InvalidJSONError": "invalid_json",
-    "SchemaMismatchError": "schema_mismatch",
-    "TruncatedOutputError": "truncated_output",
+_OUTPUT_ERROR_CODES: dict[type[OutputError], str] = {
+    InvalidJSONError: "invalid_json",
+    SchemaMismatchError: "schema_mismatch",
+    TruncatedOutputError: "truncated_output",
 }
 
 
@@ -335,15 +339,12 @@ def _parsed(
     body: Mapping[str, Any], response_format: dict[str, Any]
 ) -> tuple[Any, dict[str, Any] | None]:
     """The first choice's validated JSON, or None and the error that stops it."""
-    from chatstep.errors import OutputError
-    from chatstep.output import parse_choice_json
-
     choices = body.get("choices")
     choice = choices[0] if isinstance(choices, list) and choices else {}
     try:
         return parse_choice_json(dict(choice), response_format), None
     except OutputError as exc:
-        code = _OUTPUT_ERROR_CODES.get(type(exc).__name__, "invalid_output")
+        code = _OUTPUT_ERROR_CODES.get(type(exc), "invalid_output")
         return None, {"code": code, "message": str(exc)}
 
 

@@ -19,7 +19,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -313,9 +313,6 @@ class BatchJob:
             submit_error=data.get("submit_error"),
             response_format=data.get("response_format"),
         )
-
-    def copy(self) -> BatchJob:
-        return replace(self, parts=[replace(p) for p in self.parts])
 
 
 JobRef = BatchJob | str

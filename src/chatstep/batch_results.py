@@ -118,7 +118,7 @@ async def abatch_results(
     """
     journal = journal or BatchJournal()
     current = job_for(job, journal)
-    async with client_for(current, secrets, api_key, None) as client:
+    async with client_for(current, secrets, api_key) as client:
         if not current.done:
             await refresh_job(client, current, journal)
         if not current.done:

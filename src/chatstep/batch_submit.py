@@ -59,17 +59,15 @@ class _Rendered:
     step_id: str | None = None
     rows: int = 0
     response_format: dict[str, Any] | None = None
-    mixed_formats: bool = False
 
     def saw_format(self, body: Mapping[str, Any]) -> None:
         """Keep the rows' JSON output format; rows that differ leave results unparsed."""
-        fmt = body.get("response_format")
-        fmt = dict(fmt) if isinstance(fmt, Mapping) and wants_json(dict(fmt)) else None
+        given = body.get("response_format")
+        fmt = dict(given) if isinstance(given, Mapping) and wants_json(given) else None
         if self.rows == 0:
             self.response_format = fmt
         elif fmt != self.response_format:
-            self.mixed_formats = True
-            self.response_format = None
+            self.response_format = None  # rows differ: leave every row's answer unparsed
 
 
 def _render_rows(

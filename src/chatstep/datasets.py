@@ -14,7 +14,7 @@ import csv
 import importlib
 import json
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any, Literal, Protocol
 
@@ -199,13 +199,11 @@ def csv_cell(value: Any) -> str:
 
 
 class _CsvWriter(_TextWriter):
-    def __init__(self, path: Path, columns: Sequence[str] | None) -> None:
+    def __init__(self, path: Path) -> None:
         super().__init__(path)
         self._writer = csv.writer(self._handle)
-        self._columns: list[str] | None = list(columns) if columns is not None else None
-        self._known: set[str] = set(self._columns or [])
-        if self._columns is not None:
-            self._writer.writerow(self._columns)
+        self._columns: list[str] | None = None
+        self._known: set[str] = set()
         self._rows = 0
 
     def write(self, row: Mapping[str, Any]) -> None:
@@ -322,15 +320,14 @@ def open_writer(
     path: str | Path,
     format: str | None = None,
     *,
-    columns: Sequence[str] | None = None,
     types: Mapping[str, str] | None = None,
 ) -> RowWriter:
-    """A writer for ``path``. ``columns`` fixes a CSV header (else the first row's keys);
-    ``types`` hints Parquet column types (``string``, ``float``, ``int``) by name."""
+    """A writer for ``path``. A CSV header is the first row's keys; ``types`` hints Parquet
+    column types (``string``, ``float``, ``int``) by name."""
     target = Path(path)
     kind = dataset_format(target, format, option="--output")
     if kind == "jsonl":
         return _JsonlWriter(target)
     if kind == "csv":
-        return _CsvWriter(target, columns)
+        return _CsvWriter(target)
     return _ParquetWriter(target, types)

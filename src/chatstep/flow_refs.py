@@ -12,17 +12,14 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from jinja2 import Environment, TemplateSyntaxError, nodes
+from jinja2 import TemplateSyntaxError, nodes
 
 from chatstep.errors import ConfigError
 from chatstep.flow_tasks import FlowTask, MapTask, ReturnTask
 from chatstep.template_inputs import collect_input_names
-from chatstep.templating import is_template
+from chatstep.templating import _env, _key_path, is_template
 
 __all__ = ["OutputRef", "bind_response", "check_references", "output_references", "template_leaves"]
-
-# Parsing only: templates are rendered by chatstep.templating's sandbox, never by this env.
-_PARSER = Environment()
 
 
 @dataclass(frozen=True)
@@ -31,12 +28,6 @@ class OutputRef:
 
     name: str
     member: str | int | None
-
-
-def _key_path(path: str, key: object) -> str:
-    if isinstance(key, str) and key.isidentifier():
-        return f"{path}.{key}" if path else key
-    return f"{path}[{key!r}]"
 
 
 def template_leaves(value: object, path: str = "") -> Iterator[tuple[str, str]]:
@@ -82,7 +73,7 @@ def output_references(source: str) -> list[OutputRef]:
     if not is_template(source):
         return []
     found: list[OutputRef] = []
-    _walk(_PARSER.parse(source), None, found)
+    _walk(_env.parse(source), None, found)
     return found
 
 
@@ -159,10 +150,10 @@ def check_references(tasks: Sequence[FlowTask], declared_inputs: Sequence[str]) 
         for path, source in template_leaves(props):
             field = f"{task.where}.{path}"
             # A mapped step's inputs are its rows' columns, unknown until the rows are read.
-            if not (isinstance(task, MapTask) and path.startswith("step")):
-                _check_inputs(source, field, declared_inputs)
             if isinstance(task, MapTask) and path.startswith("step"):
                 _no_outputs_in_mapped_step(source, field)
+            else:
+                _check_inputs(source, field, declared_inputs)
             _check_outputs(source, field, task, available, by_id)
         mapping = task.options.result_expression or {}
         with_self = {**available, task.id: task}

@@ -233,8 +233,7 @@ _ROW_PREFIX = "chatstep_output."
 class _Execution:
     """The state of one flow run: inputs, the ``outputs`` namespace so far, the runner."""
 
-    def __init__(self, flow: Flow, inputs: dict[str, Any], runner: Runner) -> None:
-        self.flow = flow
+    def __init__(self, inputs: dict[str, Any], runner: Runner) -> None:
         self.inputs = inputs
         self.runner = runner
         self.outputs: dict[str, Any] = {}
@@ -465,7 +464,7 @@ async def arun_flow(
     saved_run_id, active.run_id = active.run_id, run.id
     started = time.perf_counter()
     try:
-        execution = _Execution(definition, values, active)
+        execution = _Execution(values, active)
         for task in definition.tasks:
             task_run = await execution.run(task)
             run.tasks.append(task_run)

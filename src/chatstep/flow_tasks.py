@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from chatstep.durations import parse_duration
 from chatstep.errors import ConfigError
 from chatstep.loading import step_class_for, step_from_dict, validate_step
 from chatstep.retry import RetryPolicy
@@ -61,48 +62,6 @@ _COMMON_KEYS = frozenset(
 )
 TASK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
 VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")
-
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_ISO_DURATION = re.compile(
-    r"^P(?:(?P<d>\d+(?:\.\d+)?)D)?"
-    r"(?:T(?:(?P<h>\d+(?:\.\d+)?)H)?(?:(?P<m>\d+(?:\.\d+)?)M)?(?:(?P<s>\d+(?:\.\d+)?)S)?)?$",
-    re.IGNORECASE,
-)
-_SHORT_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)$", re.IGNORECASE)
-
-
-def parse_duration(value: Any) -> float:
-    """Seconds from a number, an ISO 8601 duration (``PT1M30S``), or ``500ms``, ``30s``, ``2m``."""
-    seconds: float | None = None
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = float(value)
-    elif isinstance(value, str):
-        text = value.strip()
-        iso = _ISO_DURATION.match(text)
-        short = _SHORT_DURATION.match(text)
-        if iso and text.upper() not in ("P", "PT"):
-            parts = {k: float(v) for k, v in iso.groupdict().items() if v is not None}
-            seconds = (
-                parts.get("d", 0.0) * 86400
-                + parts.get("h", 0.0) * 3600
-                + parts.get("m", 0.0) * 60
-                + parts.get("s", 0.0)
-            )
-        elif short:
-            seconds = float(short.group(1)) * _DURATION_UNITS[short.group(2).lower()]
-        else:
-            try:
-                seconds = float(text)
-            except ValueError:
-                seconds = None
-    if seconds is None:
-        raise ValueError(
-            f"{value!r} is not a duration; write seconds (30), ISO 8601 (PT30S) or 30s, 2m, 1h"
-        )
-    if seconds <= 0:
-        raise ValueError(f"{value!r} must be longer than zero")
-    return seconds
-
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 

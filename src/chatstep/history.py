@@ -33,7 +33,7 @@ from typing import Any
 
 from chatstep.errors import ChatstepError, redact
 from chatstep.paths import user_dir
-from chatstep.sqlite_files import is_busy, open_wal
+from chatstep.sqlite_files import open_wal, retry_busy, write_transaction
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -155,8 +155,7 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migration_1]
 
 def migrate(conn: sqlite3.Connection) -> int:
     """Bring the schema up to :data:`SCHEMA_VERSION`; returns the version found before."""
-    conn.execute("BEGIN IMMEDIATE")  # one process migrates, the others wait and then see it done
-    try:
+    with write_transaction(conn):  # one process migrates, the others wait and then see it done
         found = int(conn.execute("PRAGMA user_version").fetchone()[0])
         if found > len(MIGRATIONS):
             raise ChatstepError(
@@ -166,10 +165,6 @@ def migrate(conn: sqlite3.Connection) -> int:
         for version in range(found + 1, len(MIGRATIONS) + 1):
             MIGRATIONS[version - 1](conn)
             conn.execute(f"PRAGMA user_version = {version}")
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
     return found
 
 
@@ -361,27 +356,13 @@ class History:
         if not self.writes_enabled or not entries:
             return
         rows = [_stored_row(entry) for entry in entries]
-        deadline = time.monotonic() + self.busy_deadline
-        delay = 0.005
-        while True:
-            try:
-                self._insert(rows)
-                return
-            except sqlite3.OperationalError as exc:
-                if is_busy(exc) and time.monotonic() + delay < deadline:
-                    time.sleep(delay)
-                    delay = min(delay * 2, 0.5)
-                    continue
-                self._warn(exc)
-                return
-            except (sqlite3.Error, ChatstepError) as exc:
-                self._warn(exc)
-                return
+        try:
+            retry_busy(lambda: self._insert(rows), seconds=self.busy_deadline)
+        except (sqlite3.Error, ChatstepError) as exc:
+            self._warn(exc)
 
     def _insert(self, rows: Sequence[tuple[tuple[Any, ...], str, str]]) -> None:
-        conn = self._write_connection()
-        conn.execute("BEGIN IMMEDIATE")  # take the write lock now, waiting on the busy timeout
-        try:
+        with write_transaction(self._write_connection()) as conn:
             for values, index_prompt, index_response in rows:
                 cursor = conn.execute(
                     f"INSERT INTO calls ({_COLUMNS}) "
@@ -392,11 +373,6 @@ class History:
                     "INSERT INTO calls_fts (rowid, prompt, response) VALUES (?, ?, ?)",
                     (cursor.lastrowid, index_prompt, index_response),
                 )
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
 
     def _warn(self, exc: BaseException) -> None:
         if not self._warned:
@@ -460,19 +436,12 @@ class History:
         if not self.path.exists():
             return 0
         cutoff = before.astimezone(timezone.utc).isoformat(timespec="milliseconds")
-        conn = self._write_connection()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with write_transaction(self._write_connection()) as conn:
             conn.execute(
                 "DELETE FROM calls_fts WHERE rowid IN (SELECT seq FROM calls WHERE time < ?)",
                 (cutoff,),
             )
             removed = conn.execute("DELETE FROM calls WHERE time < ?", (cutoff,)).rowcount
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
         if vacuum:
             conn.execute("INSERT INTO calls_fts (calls_fts) VALUES ('optimize')")
             conn.execute("VACUUM")

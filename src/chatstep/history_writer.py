@@ -48,6 +48,7 @@ class HistoryWriter:
         self._oldest = 0.0
         self._lock = threading.Lock()
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
         self._at_exit = False
 
     @property
@@ -80,10 +81,10 @@ class HistoryWriter:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return  # no loop: the next submit or close writes the batch
-        timer = self._timer
-        if timer is not None and not timer.cancelled() and getattr(timer, "_loop", None) is loop:
+        if self._timer is not None and self._timer_loop is loop:
             return
         self._timer = loop.call_later(self.flush_seconds, self._on_timer)
+        self._timer_loop = loop
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -97,7 +98,11 @@ class HistoryWriter:
             self.history.record_many(batch)
 
     def close(self) -> None:
-        """Write everything buffered; the writer stays usable (it buffers again on submit)."""
+        """Write everything buffered; the writer stays usable (it buffers again on submit).
+
+        Call it on the thread of the loop that armed the timer (or with no timer armed): a
+        timer handle is not safe to cancel from another thread.
+        """
         timer, self._timer = self._timer, None
         if timer is not None:
             timer.cancel()

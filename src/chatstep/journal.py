@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from chatstep.errors import ConfigError
-from chatstep.sqlite_files import open_wal
+from chatstep.history import new_id
+from chatstep.sqlite_files import open_wal, write_transaction
 
 __all__ = [
     "JournalMismatchError",
@@ -158,19 +159,18 @@ class RunJournal:
     def _claim(self, definition: dict[str, Any], restart: bool) -> bool:
         stored = self._meta("fingerprint")
         if restart or stored is None:
-            self._conn.execute("BEGIN IMMEDIATE")
-            self._conn.execute("DELETE FROM rows")
-            self._conn.execute("DELETE FROM meta")
-            self._conn.executemany(
-                "INSERT INTO meta (key, value) VALUES (?, ?)",
-                [
-                    ("fingerprint", self.fingerprint),
-                    ("definition", _canonical_json(definition)),
-                    ("created", str(time.time())),
-                    ("run_id", _new_run_id()),
-                ],
-            )
-            self._conn.execute("COMMIT")
+            with write_transaction(self._conn) as conn:
+                conn.execute("DELETE FROM rows")
+                conn.execute("DELETE FROM meta")
+                conn.executemany(
+                    "INSERT INTO meta (key, value) VALUES (?, ?)",
+                    [
+                        ("fingerprint", self.fingerprint),
+                        ("definition", _canonical_json(definition)),
+                        ("created", str(time.time())),
+                        ("run_id", _new_run_id()),
+                    ],
+                )
             return False
         if stored != self.fingerprint:
             old = json.loads(self._meta("definition") or "{}")
@@ -253,4 +253,4 @@ class RunJournal:
 
 
 def _new_run_id() -> str:
-    return "map-" + hashlib.sha256(os.urandom(16)).hexdigest()[:16]
+    return "map-" + new_id()

@@ -191,9 +191,9 @@ class RateLimiter:
         """The tokens this request is budgeted at."""
         return self._estimate(request)
 
-    async def acquire(self, request: Request, tokens: int | None = None) -> None:
+    async def acquire(self, request: Request) -> None:
         """Wait until the request fits the budgets (and any pause is over), then take it."""
-        cost = float(self._estimate(request) if tokens is None else tokens)
+        cost = float(self._estimate(request))
         started = self._clock()
         async with self._lock:
             await self._wait_for_probe()
@@ -324,12 +324,6 @@ class RateLimiter:
         self, step: Step, request: Request, result: AnyResult | None, error: Exception | None
     ) -> None:
         self.forget(request)
-
-    async def after_error(
-        self, request: Request, conn: Connection, error: APIError, attempt: int
-    ) -> None:
-        """For a Runner that reports failed attempts to its hooks."""
-        self.observe_failure(error)
 
 
 def _window(limit: float, remaining: float | None, reset: float | None, current: float) -> float:

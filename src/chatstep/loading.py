@@ -13,7 +13,17 @@ from pydantic import BaseModel, ValidationError
 from chatstep.errors import ConfigError
 from chatstep.steps import ChatCompletion, Embedding, Moderation, Step
 
-__all__ = ["config_error", "load_step", "step_class_for", "step_from_dict", "validate_step"]
+__all__ = [
+    "StepSource",
+    "config_error",
+    "load_step",
+    "step_class_for",
+    "step_from_dict",
+    "validate_step",
+]
+
+StepSource = Step | str | Path | Mapping[str, Any]
+"""A step object, a ``.yaml``/``.yml``/``.json`` path, YAML text, or a mapping."""
 
 _STEP_CLASSES: tuple[type[ChatCompletion] | type[Moderation] | type[Embedding], ...] = (
     ChatCompletion,
@@ -125,8 +135,11 @@ def step_from_dict(data: Mapping[str, Any], *, prefix: str = "") -> Step:
     return step
 
 
-def load_step(source: str | Path | Mapping[str, Any]) -> Step:
-    """Load a step from a mapping, a ``.yaml``/``.yml``/``.json`` file, or YAML text."""
+def load_step(source: StepSource) -> Step:
+    """Load a step from a mapping, a ``.yaml``/``.yml``/``.json`` file, or YAML text; a step
+    object is returned as it is."""
+    if isinstance(source, ChatCompletion | Moderation | Embedding):
+        return source
     if isinstance(source, Mapping):
         return step_from_dict(source)
     text: str

@@ -155,7 +155,6 @@ class MapRun:
             cache=self.options.runner_cache(),
             cache_ttl=self.options.cache_ttl,
             history=self.options.history,
-            run_id=journal.run_id if journal is not None else None,
         )
 
     async def _iterate(self) -> AsyncIterator[dict[str, Any]]:

@@ -69,7 +69,7 @@ async def amap_file(
         total=total,
         price_table=price_table,
     )
-    writer = open_writer(output, out_kind, columns=None, types=run.shape.column_types)
+    writer = open_writer(output, out_kind, types=run.shape.column_types)
     try:
         async for row in run:
             writer.write(row)

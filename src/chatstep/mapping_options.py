@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 from chatstep.errors import ConfigError
 from chatstep.journal import RunJournal
-from chatstep.loading import load_step
+from chatstep.loading import StepSource, load_step
 from chatstep.retry import RetryPolicy
-from chatstep.steps import ChatCompletion, Embedding, Moderation, Step
+from chatstep.steps import Step
 
 if TYPE_CHECKING:
     from chatstep.cache import ResponseCache
@@ -29,7 +29,6 @@ __all__ = [
 ]
 
 RowSource = Iterable[Mapping[str, Any]] | AsyncIterable[Mapping[str, Any]] | str | Path
-StepSource = Step | str | Path | Mapping[str, Any]
 
 DEFAULT_CONCURRENCY = 16
 DEFAULT_WINDOW = 1000
@@ -84,10 +83,7 @@ class MapOptions:
         self.window = max(self.window, self.concurrency)
 
 
-def as_step(step: StepSource) -> Step:
-    if isinstance(step, ChatCompletion | Moderation | Embedding):
-        return step
-    return load_step(step)
+as_step = load_step
 
 
 # Fields that cannot change an answer, so changing them does not invalidate a journal.

@@ -220,16 +220,6 @@ class OutputShape:
         """Parquet type hints of the output columns."""
         return {self.prefix + p: t for p, t in _COLUMN_TYPES.items() if p in self.paths}
 
-    def columns(self) -> list[str] | None:
-        """The output columns when they are known in advance (fixed-header formats)."""
-        if not self.fixed:
-            return None
-        out: list[str] = []
-        for path in self.paths:
-            known = self._known[path] if self.flatten else None
-            out.extend(self.prefix + c for c in (known or [path]))
-        return out
-
     def _check_collisions(self, row: Mapping[str, Any], outputs: Mapping[str, Any]) -> None:
         clash = [name for name in outputs if name in row]
         if clash:
@@ -243,19 +233,18 @@ class OutputShape:
         """The output columns of one record."""
         out: dict[str, Any] = {}
         for path in self.paths:
-            value = resolve_path(record, path)
             name = self.prefix + path
-            known = self._known[path]
             if self.fixed:
-                if self.flatten and known is not None:
+                known = self._known[path]
+                if known is not None:
                     for column in known:
                         out[self.prefix + column] = _as_cell(resolve_path(record, column))
                 else:
-                    out[name] = _as_cell(value)
+                    out[name] = _as_cell(resolve_path(record, path))
             elif self.flatten:
-                _flatten_into(out, name, value)
+                _flatten_into(out, name, resolve_path(record, path))
             else:
-                out[name] = value
+                out[name] = resolve_path(record, path)
         return out
 
     def row(self, row: Mapping[str, Any], record: Mapping[str, Any]) -> dict[str, Any]:

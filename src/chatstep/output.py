@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
@@ -21,19 +22,17 @@ def _validator(schema_json: str) -> Any:
     return Draft202012Validator(schema)
 
 
-def wants_json(response_format: dict[str, Any] | None) -> bool:
+def wants_json(response_format: Mapping[str, Any] | None) -> bool:
     """True when a request's ``response_format`` asks for JSON output."""
-    return bool(response_format) and (response_format or {}).get("type") in (
+    return response_format is not None and response_format.get("type") in (
         "json_object",
         "json_schema",
     )
 
 
-def parse_choice_json(
-    choice: dict[str, Any], response_format: dict[str, Any], index: int = 0
-) -> Any:
-    """The validated JSON of one choice (a batch row's answer, say); raises an OutputError."""
-    return _parse_choice(None, index, choice, response_format)
+def parse_choice_json(choice: dict[str, Any], response_format: dict[str, Any]) -> Any:
+    """The validated JSON of a first choice (a batch row's answer); raises an OutputError."""
+    return _parse_choice(None, 0, choice, response_format)
 
 
 def _parse_choice(
@@ -80,7 +79,7 @@ def _parse_choice(
 
 def parse_json_output(result: StepResult, response_format: dict[str, Any] | None) -> list[Any]:
     """Parsed JSON of every choice when the request asked for JSON output, else []."""
-    if not response_format or not wants_json(response_format):
+    if response_format is None or not wants_json(response_format):
         return []
     choices = result.response.get("choices") or []
     return [_parse_choice(result, i, c, response_format) for i, c in enumerate(choices)]

@@ -16,7 +16,6 @@ import inspect
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from chatstep.backends.base import Backend, Reply
@@ -25,13 +24,13 @@ from chatstep.connection import BackendPool, Connection, for_local_model, resolv
 from chatstep.errors import APIConnectionError, APIError
 from chatstep.history import History, HistoryEntry
 from chatstep.history_writer import HistoryWriter
-from chatstep.loading import load_step
+from chatstep.loading import StepSource, load_step
 from chatstep.output import parse_json_output
 from chatstep.render import make_context, render_step
 from chatstep.request import Request, build_request
 from chatstep.result import AnyResult, EmbeddingResult, ModerationResult, StepResult
 from chatstep.retry import RetryPolicy
-from chatstep.steps import ChatCompletion, Embedding, Moderation, Step
+from chatstep.steps import ChatCompletion, Step
 from chatstep.streaming import ChunkAssembler, Delta
 
 if TYPE_CHECKING:
@@ -41,7 +40,6 @@ __all__ = ["CallHooks", "DeltaCallback", "Runner", "StepSource", "as_step"]
 
 T = TypeVar("T")
 DeltaCallback = Callable[[Delta], Any]
-StepSource = Step | str | Path | Mapping[str, Any]
 
 
 class CallHooks(Protocol):
@@ -61,11 +59,8 @@ class _Attempt:
     delivered: bool = False
 
 
-def as_step(step: StepSource) -> Step:
-    """A step object from a step, a YAML/JSON path, or a mapping."""
-    if isinstance(step, ChatCompletion | Moderation | Embedding):
-        return step
-    return load_step(step)
+as_step = load_step
+"""A step object from a step, a YAML/JSON path, or a mapping (``loading.load_step``)."""
 
 
 async def _deliver(on_delta: DeltaCallback | None, delta: Delta) -> None:
@@ -159,7 +154,7 @@ class Runner:
 
     async def aclose(self) -> None:
         await self._pool.aclose()
-        await asyncio.to_thread(self._history_writer.close)
+        self._history_writer.close()  # on the loop: it cancels the loop's flush timer
         if self._cache is not None and self._cache_spec is not None:
             self._cache.close()
 

@@ -8,17 +8,38 @@ retries that case and lets callers retry any other busy/locked error the same wa
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
-__all__ = ["is_busy", "open_wal"]
+__all__ = ["is_busy", "open_wal", "retry_busy", "write_transaction"]
+
+T = TypeVar("T")
 
 
 def is_busy(exc: sqlite3.Error) -> bool:
     """True for the transient "database is locked" / "database is busy" errors."""
     message = str(exc).lower()
     return isinstance(exc, sqlite3.OperationalError) and ("locked" in message or "busy" in message)
+
+
+def retry_busy(action: Callable[[], T], *, seconds: float, max_delay: float = 0.5) -> T:
+    """``action()``, retried with backoff (5 ms, doubling up to ``max_delay``) while SQLite says
+    the database is busy or locked, for up to ``seconds``; other errors, and the last busy one,
+    propagate."""
+    deadline = time.monotonic() + seconds
+    delay = 0.005
+    while True:
+        try:
+            return action()
+        except sqlite3.OperationalError as exc:
+            if not is_busy(exc) or time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, max_delay)
 
 
 def open_wal(
@@ -31,18 +52,12 @@ def open_wal(
     conn = sqlite3.connect(
         path, timeout=timeout, isolation_level=None, check_same_thread=check_same_thread
     )
-    deadline = time.monotonic() + max(timeout, 1.0)
-    delay = 0.005
     try:
-        while True:
-            try:
-                conn.execute("PRAGMA journal_mode=WAL")
-                break
-            except sqlite3.OperationalError as exc:
-                if not is_busy(exc) or time.monotonic() + delay > deadline:
-                    raise
-                time.sleep(delay)
-                delay = min(delay * 2, 0.25)
+        retry_busy(
+            lambda: conn.execute("PRAGMA journal_mode=WAL"),
+            seconds=max(timeout, 1.0),
+            max_delay=0.25,
+        )
         # NORMAL: a commit survives a crash of this process (not a power cut), with no fsync
         # per transaction.
         conn.execute("PRAGMA synchronous=NORMAL")
@@ -50,3 +65,17 @@ def open_wal(
         conn.close()
         raise
     return conn
+
+
+@contextlib.contextmanager
+def write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """``BEGIN IMMEDIATE`` (the write lock now, waiting on the busy timeout) ... ``COMMIT``,
+    rolled back on any exception, for an autocommit (``isolation_level=None``) connection."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")

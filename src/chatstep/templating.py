@@ -398,6 +398,3 @@ def _expression_path(node: nodes.Node) -> str | None:
         if isinstance(key, (str, int)) and not isinstance(key, bool):
             return f"{base}[{key!r}]"
     return None
-
-
-# --- input names ------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ __all__ = ["EXIT_NOT_COMPLETED", "EXIT_ROWS_FAILED", "EXIT_WAIT_TIMEOUT", "regis
 EXIT_ROWS_FAILED = EXIT_CODES["rows_failed"]
 EXIT_NOT_COMPLETED = EXIT_CODES["batch_not_completed"]
 EXIT_WAIT_TIMEOUT = EXIT_CODES["wait_timeout"]
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = EXIT_CODES["interrupted"]
 
 batch_app = typer.Typer(
     name="batch",
@@ -54,6 +54,14 @@ def _describe(job: BatchJob) -> str:
         f"{job.id}  {job.status}  {counts['completed']}/{job.row_count} done, "
         f"{counts['failed']} failed  ({parts}, {job.endpoint}, {job.model})"
     )
+
+
+def _show(job: BatchJob, as_json: bool) -> None:
+    """Print the job as JSON, or its one-line description."""
+    if as_json:
+        print_json(job.to_dict())
+    else:
+        typer.echo(_describe(job))
 
 
 def _parse_metadata(pairs: list[str] | None) -> dict[str, str]:
@@ -206,10 +214,7 @@ def status(job: JobArg, as_json: AsJSON = False) -> None:
 
     with reports_errors():
         current = batch_status(job)
-    if as_json:
-        print_json(current.to_dict())
-    else:
-        typer.echo(_describe(current))
+    _show(current, as_json)
 
 
 def wait_command(
@@ -232,10 +237,7 @@ def wait_command(
 ) -> None:
     """Wait for the job to end, showing progress; exit 0 only if it completed."""
     done = _wait(job, poll, max_poll, timeout, on_interrupt, quiet)
-    if as_json:
-        print_json(done.to_dict())
-    else:
-        typer.echo(_describe(done))
+    _show(done, as_json)
     _finish_wait(done)
 
 
@@ -261,10 +263,7 @@ def cancel(job: JobArg, as_json: AsJSON = False) -> None:
 
     with reports_errors():
         current = cancel_batch(job)
-    if as_json:
-        print_json(current.to_dict())
-    else:
-        typer.echo(_describe(current))
+    _show(current, as_json)
 
 
 def list_command(

@@ -87,7 +87,7 @@ def reports_errors() -> Iterator[None]:
         raise typer.Exit(exit_code_for(exc)) from None
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
-        raise typer.Exit(130) from None
+        raise typer.Exit(EXIT_CODES["interrupted"]) from None
 
 
 def parse_inputs(pairs: list[str] | None) -> dict[str, Any]:

@@ -98,8 +98,8 @@ def prune(
     """Delete old calls from the history (the file grows by every call otherwise)."""
     from datetime import datetime, timedelta, timezone
 
+    from chatstep.durations import parse_duration
     from chatstep.errors import ConfigError
-    from chatstep.flow_tasks import parse_duration
     from chatstep.history import History
 
     with reports_errors():

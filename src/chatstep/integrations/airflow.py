@@ -48,7 +48,7 @@ except ImportError as exc:  # pragma: no cover - depends on the install
 
 from chatstep.loading import load_step
 from chatstep.result import AnyResult, EmbeddingResult, ModerationResult, StepResult
-from chatstep.steps import ChatCompletion, Embedding, Moderation, Step
+from chatstep.steps import Step
 
 if TYPE_CHECKING:
     from chatstep.secrets import SecretStore
@@ -127,12 +127,6 @@ def connection_secret_store(conn_id: str | None, log: Any) -> SecretStore:
     return secret_store_with(values, conn_id)
 
 
-def _as_step(step: Step | Mapping[str, Any] | str | Path) -> Step:
-    if isinstance(step, ChatCompletion | Moderation | Embedding):
-        return step
-    return load_step(step)
-
-
 class ChatStepOperator(BaseOperator):  # type: ignore[misc]
     """Run a chatstep step (a step object, a dict, or a YAML/JSON file) as an Airflow task."""
 
@@ -156,7 +150,7 @@ class ChatStepOperator(BaseOperator):  # type: ignore[misc]
         super().__init__(**kwargs)
         # Loaded when the DAG is parsed, so a broken step is a DAG import error, not a task
         # failure hours later.
-        self.step = _as_step(step)
+        self.step = load_step(step)
         self.inputs: Any = dict(inputs or {})
         self.outputs_from: Any = outputs_from
         self.conn_id = conn_id

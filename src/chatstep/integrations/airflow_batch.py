@@ -64,11 +64,11 @@ from chatstep.batch_journal import BatchJob
 from chatstep.errors import ChatstepError
 from chatstep.integrations.airflow import (
     DEFAULT_CONN_ID,
-    _as_step,
     connection_secret_store,
     connection_values,
     secret_store_with,
 )
+from chatstep.loading import load_step
 from chatstep.secrets import SecretStore
 from chatstep.steps import Step
 
@@ -162,7 +162,7 @@ class ChatStepBatchOperator(BaseOperator):  # type: ignore[misc]
         running) after this long."""
         super().__init__(**kwargs)
         # Loaded when the DAG is parsed, so a broken step is a DAG import error.
-        self.step = _as_step(step) if step is not None else None
+        self.step = load_step(step) if step is not None else None
         self.rows: Any = rows
         self.output_file: Any = output_file
         self.conn_id = conn_id

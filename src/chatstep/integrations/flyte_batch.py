@@ -37,7 +37,7 @@ from chatstep.errors import ConfigError
 from chatstep.integrations.flyte_tasks import _portable_step, flyte_secret_store
 from chatstep.loading import load_step
 from chatstep.secrets import SecretStore
-from chatstep.steps import Step, StepBase
+from chatstep.steps import Step
 
 __all__ = ["BatchConnector", "BatchJobMeta", "ChatStepBatchTask", "create_batch"]
 
@@ -218,7 +218,7 @@ def create_batch(
         secret, step = step, None
     definition: Step | None = None
     if step is not None:
-        definition = step if isinstance(step, StepBase) else load_step(step)
+        definition = load_step(step)
     key_secret = None
     if secret is not None:
         key_secret = getattr(secret, "key", None) or getattr(secret, "group", None)

@@ -36,7 +36,7 @@ from chatstep.errors import (
 from chatstep.fields import looks_like_template
 from chatstep.loading import load_step, step_from_dict
 from chatstep.secrets import SecretStore, default_secret_store
-from chatstep.steps import ChatCompletion, Step, StepBase
+from chatstep.steps import ChatCompletion, Step
 
 __all__ = [
     "FLYTE_KEY_SECRET",
@@ -214,7 +214,7 @@ class ChatStepTask(_StepTask):
     ) -> None:
         from chatstep.template_inputs import collect_input_names
 
-        definition = step if isinstance(step, StepBase) else load_step(step)
+        definition = load_step(step)
         data = definition.model_dump(exclude_unset=True, by_alias=False)
         every = collect_input_names(data, field=name)
         required = collect_input_names(data, required_only=True, field=name)

@@ -27,7 +27,6 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 try:
@@ -45,16 +44,14 @@ except ImportError as exc:  # pragma: no cover - depends on the install
     ) from exc
 from pydantic import Field, SecretStr
 
-from chatstep.loading import load_step
+from chatstep.loading import StepSource, load_step
 from chatstep.result import AnyResult
-from chatstep.steps import ChatCompletion, Embedding, Moderation, Step
+from chatstep.steps import Step
 
 if TYPE_CHECKING:
     from chatstep.secrets import SecretStore
 
 __all__ = ["ChatstepConnection", "chatstep_task", "run_chat_step", "usage_row"]
-
-StepSource = Step | Mapping[str, Any] | str | Path
 
 
 class ChatstepConnection(Block):  # type: ignore[misc]
@@ -90,12 +87,6 @@ class ChatstepConnection(Block):  # type: ignore[misc]
         if values:
             providers.insert(0, StaticSecrets(values, name="Prefect block chatstep-connection"))
         return SecretStore(providers)
-
-
-def _as_step(step: StepSource) -> Step:
-    if isinstance(step, ChatCompletion | Moderation | Embedding):
-        return step
-    return load_step(step)
 
 
 def _connection(connection: ChatstepConnection | str | None) -> ChatstepConnection | None:
@@ -169,7 +160,7 @@ def run_chat_step(
     from chatstep.calls import run_sync
     from chatstep.pipeline import Runner
 
-    definition = _as_step(step)
+    definition = load_step(step)
     block = _connection(connection)
     secrets = block.secret_store() if block is not None else None
 
@@ -196,7 +187,7 @@ def chatstep_task(
     Prefect's result caching is off unless a ``cache_policy`` is given: a chat call is not a
     pure function of its inputs.
     """
-    definition = _as_step(step)
+    definition = load_step(step)
     default_connection = connection
     task_options.setdefault("cache_policy", NO_CACHE)
     task_name = name or definition.id or "chatstep"

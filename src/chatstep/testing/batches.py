@@ -133,7 +133,6 @@ class Resources:
             "id": state.next_id("batch", "_"),
             "object": "batch",
             "endpoint": endpoint,
-            "errors": None,
             "input_file_id": file_id,
             "completion_window": str(body.get("completion_window", "24h")),
             "status": "validating",
@@ -141,7 +140,6 @@ class Resources:
             "expires_at": now + _WINDOW_SECONDS,
             "request_counts": {"total": 0, "completed": 0, "failed": 0},
         }
-        data.pop("errors")
         if body.get("metadata") is not None:
             data["metadata"] = dict(body["metadata"])
         batch = _Batch(data)
@@ -153,9 +151,7 @@ class Resources:
 
     def _list(self, request: Request) -> JSON:
         with self._lock:
-            batches = sorted(
-                self._batches.values(), key=lambda b: b.data["created_at"], reverse=True
-            )
+            batches = list(self._batches.values())
         # Newest first; ties keep creation order reversed (ids grow).
         batches.sort(key=lambda b: (b.data["created_at"], b.id), reverse=True)
         after = request.query.get("after")
