@@ -326,6 +326,7 @@ def parse_task(data: Any, index: int, base_dir: Path) -> FlowTask:
             step=step,
             rows=mapped.rows,
             file=file,
+            concurrency=mapped.concurrency,
         )
     try:
         step_class_for(task_type)

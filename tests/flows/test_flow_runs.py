@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from chatstep.errors import APITimeoutError, BadRequestError, ServerError
+from chatstep.flow_tasks import MapTask
 from chatstep.flows import FlowRun, MapRowsFailed, arun_flow, load_flow, run_flow
 from chatstep.history import History
 from chatstep.pipeline import Runner
@@ -406,6 +407,21 @@ def test_map_task_over_inline_rows_and_template_rows(openai_env: TestServer) -> 
     with History() as history:
         steps = {e.step for e in history.recent(run_id=run.id)}
     assert steps == {"names", "again"}
+
+
+def test_map_task_keeps_its_concurrency() -> None:
+    task = {
+        "id": "each",
+        "type": "chatstep.map",
+        "rows": [{"x": 1}],
+        "step": {"model": "m", "prompt": "p"},
+    }
+    limited = load_flow({"id": "map", "tasks": [{**task, "concurrency": 3}]}).tasks[0]
+    assert isinstance(limited, MapTask)
+    assert limited.concurrency == 3
+    default = load_flow({"id": "map", "tasks": [task]}).tasks[0]
+    assert isinstance(default, MapTask)
+    assert default.concurrency is None
 
 
 def test_map_task_rows_from_files(openai_env: TestServer, tmp_path: Path) -> None:
