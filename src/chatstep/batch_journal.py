@@ -253,6 +253,12 @@ class BatchJob:
     def batch_ids(self) -> list[str]:
         return [p.batch_id for p in self.parts]
 
+    def error_messages(self, per_part: int = 3) -> list[str]:
+        """The API's batch-level errors (a failed input file, say), the first few of each part."""
+        return [
+            str(e.get("message") or e.get("code")) for p in self.parts for e in p.errors[:per_part]
+        ]
+
     @property
     def request_counts(self) -> dict[str, int]:
         """``total``, ``completed`` and ``failed``, summed over the parts."""

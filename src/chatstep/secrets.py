@@ -184,6 +184,13 @@ class SecretStore:
             tuple(providers) if providers is not None else _default_providers()
         )
 
+    def in_front(
+        self, values: Mapping[str, str | None], name: str = "given secrets"
+    ) -> SecretStore:
+        """This store with ``values`` (empty ones dropped) looked up before its providers."""
+        given = {k: v for k, v in values.items() if v}
+        return SecretStore([StaticSecrets(given, name), *self.providers]) if given else self
+
     @property
     def searched(self) -> str:
         """The providers, described for an error message."""

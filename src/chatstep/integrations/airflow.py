@@ -60,7 +60,6 @@ __all__ = [
     "answer_of",
     "connection_secret_store",
     "connection_values",
-    "secret_store_with",
 ]
 
 DEFAULT_CONN_ID = "openai_default"
@@ -97,16 +96,6 @@ def connection_values(conn: Any) -> dict[str, str]:
     return {k: str(v) for k, v in found.items() if v}
 
 
-def secret_store_with(values: Mapping[str, str], conn_id: str | None) -> SecretStore:
-    """chatstep's default secret store, with an Airflow Connection's values looked up first."""
-    from chatstep.secrets import SecretStore, StaticSecrets, default_secret_store
-
-    providers = list(default_secret_store().providers)
-    if values:
-        providers.insert(0, StaticSecrets(values, name=f"Airflow connection {conn_id!r}"))
-    return SecretStore(providers)
-
-
 def connection_secret_store(conn_id: str | None, log: Any) -> SecretStore:
     """The secret store for a task: its Airflow Connection first (when it exists).
 
@@ -124,7 +113,9 @@ def connection_secret_store(conn_id: str | None, log: Any) -> SecretStore:
                 "No Airflow connection %r: using chatstep's own settings (OPENAI_API_KEY...)",
                 conn_id,
             )
-    return secret_store_with(values, conn_id)
+    from chatstep.secrets import default_secret_store
+
+    return default_secret_store().in_front(values, f"Airflow connection {conn_id!r}")
 
 
 class ChatStepOperator(BaseOperator):  # type: ignore[misc]

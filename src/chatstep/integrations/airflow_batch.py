@@ -66,10 +66,9 @@ from chatstep.integrations.airflow import (
     DEFAULT_CONN_ID,
     connection_secret_store,
     connection_values,
-    secret_store_with,
 )
 from chatstep.loading import load_step
-from chatstep.secrets import SecretStore
+from chatstep.secrets import SecretStore, default_secret_store
 from chatstep.steps import Step
 
 __all__ = ["JOB_XCOM_KEY", "ChatStepBatchOperator", "ChatStepBatchTrigger"]
@@ -87,7 +86,7 @@ def _summary(job: BatchJob) -> str:
 
 
 def _api_errors(job: BatchJob) -> str:
-    errors = [str(e.get("message") or e.get("code")) for p in job.parts for e in p.errors[:3]]
+    errors = job.error_messages()
     return f": {'; '.join(errors)}" if errors else ""
 
 
@@ -119,7 +118,7 @@ class ChatStepBatchTrigger(BaseTrigger):  # type: ignore[misc]
             except AirflowNotFoundException:
                 if self.conn_id != DEFAULT_CONN_ID:
                     raise
-        return secret_store_with(values, self.conn_id)
+        return default_secret_store().in_front(values, f"Airflow connection {self.conn_id!r}")
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         job = BatchJob.from_dict(self.job)

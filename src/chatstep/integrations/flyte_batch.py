@@ -61,11 +61,7 @@ def _store(organization: str, key_secret: str) -> SecretStore:
     store = flyte_secret_store(extra)
     if key_secret:
         # The named Flyte secret holds the key: look OPENAI_API_KEY up under that name first.
-        from chatstep.secrets import StaticSecrets
-
-        value = store.find(key_secret)
-        if value:
-            store = SecretStore([StaticSecrets({"OPENAI_API_KEY": value}), *store.providers])
+        store = store.in_front({"OPENAI_API_KEY": store.find(key_secret)})
     return store
 
 
@@ -158,9 +154,7 @@ class BatchConnector(AsyncConnectorBase):  # type: ignore[misc]
         if not job.done:
             return Resource(phase=TaskExecution.RUNNING, message=_summary(job))
         if job.status != "completed":
-            errors = "; ".join(
-                str(e.get("message") or e.get("code")) for p in job.parts for e in p.errors[:3]
-            )
+            errors = "; ".join(job.error_messages())
             return Resource(
                 phase=TaskExecution.FAILED,
                 message=_summary(job) + (f": {errors}" if errors else ""),

@@ -80,10 +80,8 @@ class FlyteSecrets:
 
 def flyte_secret_store(extra: Mapping[str, str] | None = None) -> SecretStore:
     """Flyte's secrets first, then chatstep's chain (environment, .env, secrets directory)."""
-    from chatstep.secrets import StaticSecrets
-
-    providers: list[Any] = [StaticSecrets(dict(extra))] if extra else []
-    return SecretStore([*providers, FlyteSecrets(), *default_secret_store().providers])
+    flyte = SecretStore([FlyteSecrets(), *default_secret_store().providers])
+    return flyte.in_front(extra or {})
 
 
 def _portable_step(step: Step, where: str) -> dict[str, Any]:

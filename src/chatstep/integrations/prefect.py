@@ -74,7 +74,7 @@ class ChatstepConnection(Block):  # type: ignore[misc]
 
     def secret_store(self) -> SecretStore:
         """chatstep's secret store with these settings ahead of its usual providers."""
-        from chatstep.secrets import SecretStore, StaticSecrets, default_secret_store
+        from chatstep.secrets import default_secret_store
 
         found = {
             "OPENAI_API_KEY": self.api_key.get_secret_value() if self.api_key else None,
@@ -82,11 +82,7 @@ class ChatstepConnection(Block):  # type: ignore[misc]
             "OPENAI_ORG_ID": self.organization,
             "OPENAI_PROJECT_ID": self.project,
         }
-        values = {k: v for k, v in found.items() if v}
-        providers = list(default_secret_store().providers)
-        if values:
-            providers.insert(0, StaticSecrets(values, name="Prefect block chatstep-connection"))
-        return SecretStore(providers)
+        return default_secret_store().in_front(found, "Prefect block chatstep-connection")
 
 
 def _connection(connection: ChatstepConnection | str | None) -> ChatstepConnection | None:
