@@ -65,8 +65,8 @@ def main() -> None:
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
     from openai import OpenAI
 
-    from chatstep.backends.local import LocalBackend
-    from chatstep.backends.local_model import GEMMA_CHAT_TEMPLATE, load_local_model
+    from chatstep.backends.local.backend import LocalBackend
+    from chatstep.backends.local.model import GEMMA_CHAT_TEMPLATE, load_local_model
     from chatstep.serving import create_serving_app
 
     model = load_local_model()

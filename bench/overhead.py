@@ -83,7 +83,7 @@ async def _client_chatstep_runner(base_url: str, n: int, c: int, history: bool) 
 
 async def _client_chatstep_map(base_url: str, n: int, c: int, defaults: bool) -> dict[str, float]:
     from chatstep import ChatCompletion
-    from chatstep.mapping import amap_step
+    from chatstep.mapping.run import amap_step
 
     step = ChatCompletion(model=MODEL, prompt="Classify review {{ inputs.i }}: {{ inputs.text }}")
 
@@ -137,7 +137,7 @@ CLIENTS: dict[str, tuple[str, Callable[[str, int, int], Awaitable[dict[str, floa
 
 IMPORTS = {
     "openai": "import openai",
-    "chatstep (map + SDK)": "import chatstep.mapping, chatstep.backends.openai_http, openai",
+    "chatstep (map + SDK)": "import chatstep.mapping.run, chatstep.backends.openai_http, openai",
     "litellm": "import litellm",
     "langchain-openai": "import langchain_openai",
 }

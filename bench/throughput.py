@@ -101,7 +101,7 @@ async def client_chatstep(
     rows: list[dict[str, Any]], limits: dict[str, Any], given: bool
 ) -> Completed:
     from chatstep import ChatCompletion
-    from chatstep.mapping import amap_step
+    from chatstep.mapping.run import amap_step
 
     step = ChatCompletion(
         model=MODEL,
@@ -244,8 +244,8 @@ def main() -> None:
     limits = {"rpm": math.ceil(rate * 60 * 1.2), "tpm": math.ceil(rate * 60 * mean_cost)}
     ceiling = min(limits["rpm"] / 60, limits["tpm"] / 60 / mean_cost)
 
-    from chatstep.request import Request
-    from chatstep.tokens import estimate_request_tokens
+    from chatstep.accounting.tokens import estimate_request_tokens
+    from chatstep.core.request import Request
 
     estimate = sum(
         estimate_request_tokens(

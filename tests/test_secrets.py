@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from chatstep.errors import ConfigError, SecretNotFound, redact
+from chatstep.errors import ConfigError, SecretNotFoundError, redact
 from chatstep.secrets import (
     DotenvFileSecrets,
     EnvironmentSecrets,
@@ -161,7 +161,7 @@ def test_missing_secret_names_every_provider(sources: tuple[Path, Path]) -> None
     dotenv, secrets_dir = sources
     store = default_secret_store(dotenv_path=dotenv, secrets_dir=secrets_dir)
     assert store.find("CHATSTEP_TEST_NOWHERE") is None
-    with pytest.raises(SecretNotFound) as info:
+    with pytest.raises(SecretNotFoundError) as info:
         store.get("CHATSTEP_TEST_NOWHERE", field="messages[0].content")
     err = info.value
     assert err.name == "CHATSTEP_TEST_NOWHERE"
@@ -219,7 +219,7 @@ def test_repr_shows_no_values(sources: tuple[Path, Path], monkeypatch: pytest.Mo
 
 def test_empty_store() -> None:
     store = SecretStore([])
-    with pytest.raises(SecretNotFound, match="no secret providers"):
+    with pytest.raises(SecretNotFoundError, match="no secret providers"):
         store.get("X")
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from airflow.sdk import DAG
 
 from chatstep.integrations.airflow import ChatStepOperator
-from chatstep.integrations.airflow_batch import ChatStepBatchOperator
+from chatstep.integrations.airflow.batch import ChatStepBatchOperator
 
 EXAMPLES = Path(__file__).resolve().parents[1]
 STEP = EXAMPLES / "review_triage.yaml"

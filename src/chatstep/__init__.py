@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from chatstep.batch import (
+    from chatstep.batch.api import (
         BatchJob,
         BatchLimits,
         BatchResults,
@@ -27,7 +27,12 @@ if TYPE_CHECKING:
         submit_batch,
         wait_batch,
     )
-    from chatstep.calls import arun_step, astream_step, run_step
+    from chatstep.core.calls import arun_step, astream_step, run_step
+    from chatstep.core.request import Request
+    from chatstep.core.result import EmbeddingResult, ModerationResult, StepResult, ToolCall
+    from chatstep.core.retry import RetryPolicy
+    from chatstep.core.runner import Runner
+    from chatstep.core.streaming import Delta
     from chatstep.errors import (
         APIConnectionError,
         APIError,
@@ -37,28 +42,23 @@ if TYPE_CHECKING:
         BadRequestError,
         ChatstepError,
         ConfigError,
+        InternalServerError,
         InvalidJSONError,
         NotFoundError,
         OutputError,
         PermissionDeniedError,
         RateLimitError,
         SchemaMismatchError,
-        SecretNotFound,
-        ServerError,
+        SecretNotFoundError,
         TemplateError,
         TruncatedOutputError,
     )
-    from chatstep.flows import Flow, FlowRun, TaskRun, arun_flow, load_flow, run_flow
-    from chatstep.loading import load_step
-    from chatstep.mapping import MapStats, amap_step, map_step
-    from chatstep.messages import Message
-    from chatstep.pipeline import Runner
-    from chatstep.request import Request
-    from chatstep.result import EmbeddingResult, ModerationResult, StepResult, ToolCall
-    from chatstep.retry import RetryPolicy
+    from chatstep.flows.api import Flow, FlowRun, TaskRun, arun_flow, load_flow, run_flow
+    from chatstep.mapping.run import MapStats, amap_step, map_step
     from chatstep.secrets import SecretStore
-    from chatstep.steps import ChatCompletion, Embedding, Moderation, Step
-    from chatstep.streaming import Delta
+    from chatstep.steps.definitions import ChatCompletion, Embedding, Moderation, Step
+    from chatstep.steps.loading import load_step
+    from chatstep.steps.messages import Message
 
 _EXPORTS: dict[str, str] = {
     "APIConnectionError": "chatstep.errors",
@@ -67,58 +67,58 @@ _EXPORTS: dict[str, str] = {
     "AuthenticationError": "chatstep.errors",
     "BackendUnavailableError": "chatstep.errors",
     "BadRequestError": "chatstep.errors",
-    "BatchJob": "chatstep.batch",
-    "BatchLimits": "chatstep.batch",
-    "BatchResults": "chatstep.batch",
-    "ChatCompletion": "chatstep.steps",
+    "BatchJob": "chatstep.batch.api",
+    "BatchLimits": "chatstep.batch.api",
+    "BatchResults": "chatstep.batch.api",
+    "ChatCompletion": "chatstep.steps.definitions",
     "ChatstepError": "chatstep.errors",
     "ConfigError": "chatstep.errors",
-    "Delta": "chatstep.streaming",
-    "Embedding": "chatstep.steps",
-    "EmbeddingResult": "chatstep.result",
-    "Flow": "chatstep.flows",
-    "FlowRun": "chatstep.flows",
+    "Delta": "chatstep.core.streaming",
+    "Embedding": "chatstep.steps.definitions",
+    "EmbeddingResult": "chatstep.core.result",
+    "Flow": "chatstep.flows.api",
+    "FlowRun": "chatstep.flows.api",
     "InvalidJSONError": "chatstep.errors",
-    "MapStats": "chatstep.mapping",
-    "Message": "chatstep.messages",
-    "Moderation": "chatstep.steps",
-    "ModerationResult": "chatstep.result",
+    "MapStats": "chatstep.mapping.run",
+    "Message": "chatstep.steps.messages",
+    "Moderation": "chatstep.steps.definitions",
+    "ModerationResult": "chatstep.core.result",
     "NotFoundError": "chatstep.errors",
     "OutputError": "chatstep.errors",
     "PermissionDeniedError": "chatstep.errors",
-    "PollSchedule": "chatstep.batch",
+    "PollSchedule": "chatstep.batch.api",
     "RateLimitError": "chatstep.errors",
-    "Request": "chatstep.request",
-    "RetryPolicy": "chatstep.retry",
-    "Runner": "chatstep.pipeline",
+    "Request": "chatstep.core.request",
+    "RetryPolicy": "chatstep.core.retry",
+    "Runner": "chatstep.core.runner",
     "SchemaMismatchError": "chatstep.errors",
-    "SecretNotFound": "chatstep.errors",
+    "SecretNotFoundError": "chatstep.errors",
     "SecretStore": "chatstep.secrets",
-    "ServerError": "chatstep.errors",
-    "Step": "chatstep.steps",
-    "StepResult": "chatstep.result",
-    "TaskRun": "chatstep.flows",
+    "InternalServerError": "chatstep.errors",
+    "Step": "chatstep.steps.definitions",
+    "StepResult": "chatstep.core.result",
+    "TaskRun": "chatstep.flows.api",
     "TemplateError": "chatstep.errors",
-    "ToolCall": "chatstep.result",
+    "ToolCall": "chatstep.core.result",
     "TruncatedOutputError": "chatstep.errors",
-    "abatch_results": "chatstep.batch",
-    "amap_step": "chatstep.mapping",
-    "arun_flow": "chatstep.flows",
-    "arun_step": "chatstep.calls",
-    "astream_step": "chatstep.calls",
-    "asubmit_batch": "chatstep.batch",
-    "await_batch": "chatstep.batch",
-    "batch_results": "chatstep.batch",
-    "batch_status": "chatstep.batch",
-    "cancel_batch": "chatstep.batch",
-    "list_batches": "chatstep.batch",
-    "load_flow": "chatstep.flows",
-    "load_step": "chatstep.loading",
-    "map_step": "chatstep.mapping",
-    "run_flow": "chatstep.flows",
-    "run_step": "chatstep.calls",
-    "submit_batch": "chatstep.batch",
-    "wait_batch": "chatstep.batch",
+    "abatch_results": "chatstep.batch.api",
+    "amap_step": "chatstep.mapping.run",
+    "arun_flow": "chatstep.flows.api",
+    "arun_step": "chatstep.core.calls",
+    "astream_step": "chatstep.core.calls",
+    "asubmit_batch": "chatstep.batch.api",
+    "await_batch": "chatstep.batch.api",
+    "batch_results": "chatstep.batch.api",
+    "batch_status": "chatstep.batch.api",
+    "cancel_batch": "chatstep.batch.api",
+    "list_batches": "chatstep.batch.api",
+    "load_flow": "chatstep.flows.api",
+    "load_step": "chatstep.steps.loading",
+    "map_step": "chatstep.mapping.run",
+    "run_flow": "chatstep.flows.api",
+    "run_step": "chatstep.core.calls",
+    "submit_batch": "chatstep.batch.api",
+    "wait_batch": "chatstep.batch.api",
 }
 
 __all__ = [
@@ -139,6 +139,7 @@ __all__ = [
     "EmbeddingResult",
     "Flow",
     "FlowRun",
+    "InternalServerError",
     "InvalidJSONError",
     "MapStats",
     "Message",
@@ -153,9 +154,8 @@ __all__ = [
     "RetryPolicy",
     "Runner",
     "SchemaMismatchError",
-    "SecretNotFound",
+    "SecretNotFoundError",
     "SecretStore",
-    "ServerError",
     "Step",
     "StepResult",
     "TaskRun",

@@ -3,27 +3,37 @@
 ::
 
     ChatstepError
-    ├── ConfigError                 a step definition or a value in it is wrong
-    │   ├── TemplateError           a template failed to render or left the sandbox
-    │   └── SecretNotFound          a secret named by the step is in no provider
-    ├── APIError                    the endpoint (or the embedded model) answered with an error
-    │   ├── BadRequestError             400 / 422: the request was refused as malformed
-    │   ├── AuthenticationError         401
-    │   ├── PermissionDeniedError       403
-    │   ├── NotFoundError               404 (unknown model, unknown file...)
-    │   ├── RateLimitError              429
-    │   ├── ServerError                 5xx
-    │   ├── APITimeoutError             no answer within the step's timeout
-    │   └── APIConnectionError          the connection failed or was dropped
-    ├── OutputError                 the answer arrived but is not what the step asked for
-    │   ├── InvalidJSONError            JSON output (or tool-call arguments) that does not parse
-    │   ├── SchemaMismatchError         JSON output that does not match the step's JSON Schema
-    │   └── TruncatedOutputError        the model stopped at max_tokens (finish_reason "length")
-    └── BackendUnavailableError     a backend cannot be used here (e.g. [local] missing)
+    ├── ConfigError                     a step definition or a value in it is wrong (.field)
+    │   ├── TemplateError                   a template failed to render or left the sandbox
+    │   ├── SecretNotFoundError             a secret named by the step is in no provider
+    │   └── JournalMismatchError            a map journal belongs to another step or dataset
+    ├── APIError                        the endpoint (or the embedded model) failed the request
+    │   ├── APIStatusError                  it answered with an HTTP error status (.status_code)
+    │   │   ├── BadRequestError                 400
+    │   │   ├── AuthenticationError             401
+    │   │   ├── PermissionDeniedError           403
+    │   │   ├── NotFoundError                   404 (unknown model, unknown file...)
+    │   │   ├── ConflictError                   409
+    │   │   ├── UnprocessableEntityError        422
+    │   │   ├── RateLimitError                  429
+    │   │   └── InternalServerError             5xx
+    │   ├── APIConnectionError              the connection failed or was dropped
+    │   │   └── APITimeoutError                 no answer within the step's timeout
+    │   └── InvalidResponseError            a success status whose body is not a valid answer
+    ├── OutputError                     the answer arrived but is not what the step asked for
+    │   ├── InvalidJSONError                JSON output (or tool-call arguments) that does not parse
+    │   ├── SchemaMismatchError             JSON output that does not match the step's JSON Schema
+    │   ├── TruncatedOutputError            the model stopped at max_tokens (finish_reason "length")
+    │   └── MapRowsFailedError              rows of a flow's map task failed
+    ├── BudgetExceededError             the next request would pass the run's cost cap (max_cost)
+    ├── StorageError                    a file chatstep writes (output, journal...) failed (.path)
+    └── BackendUnavailableError         a backend cannot be used here (e.g. [local] missing)
 
-Every error carries a message that names the field or the request, what is wrong, and how to fix
-it. No message ever contains an API key: messages that may quote user values pass through
-:func:`redact`.
+The API errors mirror the ``openai`` SDK's names and nesting, so ``except`` clauses written for
+the SDK read the same here. Every error pickles with its fields (Prefect, Flyte and
+multiprocessing send exceptions between processes). Every message names the field or the
+request, what is wrong, and how to fix it; no message ever contains an API key: messages pass
+through :func:`redact`.
 """
 
 from __future__ import annotations
@@ -34,23 +44,33 @@ from typing import Any
 __all__ = [
     "APIConnectionError",
     "APIError",
+    "APIStatusError",
     "APITimeoutError",
     "AuthenticationError",
     "BackendUnavailableError",
     "BadRequestError",
+    "BudgetExceededError",
     "ChatstepError",
     "ConfigError",
+    "ConflictError",
+    "InternalServerError",
     "InvalidJSONError",
+    "InvalidResponseError",
+    "JournalMismatchError",
+    "MapRowsFailedError",
     "NotFoundError",
     "OutputError",
     "PermissionDeniedError",
     "RateLimitError",
     "SchemaMismatchError",
-    "SecretNotFound",
-    "ServerError",
+    "SecretNotFoundError",
+    "StorageError",
     "TemplateError",
     "TruncatedOutputError",
+    "UnprocessableEntityError",
+    "error_for_status",
     "redact",
+    "register_secret",
 ]
 
 # Shapes of API keys of OpenAI and common OpenAI-compatible vendors, and bearer tokens.
@@ -75,6 +95,13 @@ def redact(text: str) -> str:
     return _KEY_PATTERNS.sub("***", text)
 
 
+def _rebuild(cls: type[ChatstepError], args: tuple[Any, ...], state: dict[str, Any]) -> Any:
+    err = cls.__new__(cls)
+    Exception.__init__(err, *args)
+    err.__dict__.update(state)
+    return err
+
+
 class ChatstepError(Exception):
     """Base class of every error chatstep raises on purpose."""
 
@@ -84,6 +111,11 @@ class ChatstepError(Exception):
     @property
     def message(self) -> str:
         return str(self.args[0]) if self.args else ""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Subclasses take their fields as keyword or extra arguments, so the default pickling
+        # (``cls(*args)``) cannot rebuild them: restore the message and the fields directly.
+        return (_rebuild, (type(self), self.args, dict(self.__dict__)))
 
 
 class ConfigError(ChatstepError):
@@ -111,8 +143,8 @@ class TemplateError(ConfigError):
         super().__init__(field, f"{problem}{at}", fix)
 
 
-class SecretNotFound(ConfigError):
-    """A secret named by the step was found in no secret provider."""
+class SecretNotFoundError(ConfigError):
+    """A secret named by the step was found in no secret provider (``.name``)."""
 
     def __init__(self, name: str, searched: str, field: str = "") -> None:
         self.name = name
@@ -124,10 +156,18 @@ class SecretNotFound(ConfigError):
         )
 
 
-class APIError(ChatstepError):
-    """The endpoint answered with an error, or could not be reached.
+class JournalMismatchError(ConfigError):
+    """The map journal was started for another step definition or another input."""
 
-    The fields form the normalized failure record the retry policy decides on.
+
+class APIError(ChatstepError):
+    """The endpoint failed the request: an error status, no connection, or an invalid answer.
+
+    The fields form the normalized failure record the retry policy decides on: ``status_code``
+    (``None`` when no status arrived), ``code`` (the body's error code), ``request_id``,
+    ``retry_after`` (seconds, from ``retry-after-ms`` / ``retry-after``), ``should_retry`` (the
+    ``x-should-retry`` header: ``True``/``False``, or ``None`` when absent) and ``body`` (the
+    error body, redacted).
     """
 
     def __init__(
@@ -138,12 +178,14 @@ class APIError(ChatstepError):
         code: str | None = None,
         request_id: str | None = None,
         retry_after: float | None = None,
+        should_retry: bool | None = None,
         body: Any = None,
     ) -> None:
         self.status_code = status_code
         self.code = code
         self.request_id = request_id
         self.retry_after = retry_after
+        self.should_retry = should_retry
         self.body = body
         super().__init__(message)
 
@@ -155,53 +197,62 @@ class APIError(ChatstepError):
     def is_connection(self) -> bool:
         return isinstance(self, APIConnectionError)
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild_api_error, (type(self), self.message, self.__dict__))
+
+class APIStatusError(APIError):
+    """The endpoint answered with an HTTP error status (``status_code``)."""
 
 
-def _rebuild_api_error(cls: type[APIError], message: str, state: dict[str, Any]) -> APIError:
-    err = cls.__new__(cls)
-    Exception.__init__(err, message)
-    err.__dict__.update(state)
-    return err
+class BadRequestError(APIStatusError):
+    """400: the endpoint refused the request as malformed."""
 
 
-class BadRequestError(APIError):
-    """400 or 422: the endpoint refused the request as malformed."""
-
-
-class AuthenticationError(APIError):
+class AuthenticationError(APIStatusError):
     """401: the API key is missing, wrong or revoked."""
 
 
-class PermissionDeniedError(APIError):
+class PermissionDeniedError(APIStatusError):
     """403: the key may not use this model, project or endpoint."""
 
 
-class NotFoundError(APIError):
+class NotFoundError(APIStatusError):
     """404: the model (or another named resource) does not exist for this key."""
 
 
-class RateLimitError(APIError):
+class ConflictError(APIStatusError):
+    """409: the resource is in a conflicting state."""
+
+
+class UnprocessableEntityError(APIStatusError):
+    """422: the request parsed but could not be processed."""
+
+
+class RateLimitError(APIStatusError):
     """429: too many requests or tokens, or quota exhausted."""
 
 
-class ServerError(APIError):
+class InternalServerError(APIStatusError):
     """5xx: the endpoint failed."""
-
-
-class APITimeoutError(APIError):
-    """No answer arrived within the step's timeout."""
 
 
 class APIConnectionError(APIError):
     """The connection could not be made or was dropped."""
 
 
+class APITimeoutError(APIConnectionError):
+    """No answer arrived within the step's timeout."""
+
+
+class InvalidResponseError(APIError):
+    """A success status whose body is not a valid answer (no choices, an error object...).
+
+    Retried: a provider that sends an empty or half-formed answer usually sends a good one next.
+    """
+
+
 class OutputError(ChatstepError):
     """The answer arrived but does not have the shape the step asked for.
 
-    ``result`` keeps what was received, so nothing is lost.
+    ``result`` keeps what was received (usage and cost included), so nothing is lost.
     """
 
     def __init__(self, message: str, *, result: Any = None) -> None:
@@ -221,22 +272,59 @@ class TruncatedOutputError(OutputError):
     """The model stopped at its token limit, so the output is cut short."""
 
 
+class MapRowsFailedError(OutputError):
+    """Rows of a flow's map task failed (each row's error is in the task's output ``rows``)."""
+
+
+class BudgetExceededError(ChatstepError):
+    """The next request could pass the run's cost cap, so it was not sent.
+
+    ``spent`` is what the run has cost so far and ``limit`` the cap, both in USD; ``next_cost``
+    is the worst-case estimate of the request that was refused (``None`` when the cap was passed
+    by an answer's actual cost).
+    """
+
+    def __init__(
+        self, message: str, *, spent: float, limit: float, next_cost: float | None = None
+    ) -> None:
+        self.spent = spent
+        self.limit = limit
+        self.next_cost = next_cost
+        super().__init__(message)
+
+
+class StorageError(ChatstepError):
+    """A file chatstep reads or writes for the run (output, journal, history) failed (``path``).
+
+    Raised for a read-only directory, a full disk, or a file another run holds; the run's journal
+    stays consistent, so the same command resumes once the cause is fixed.
+    """
+
+    def __init__(self, path: str, problem: str, fix: str = "") -> None:
+        self.path = path
+        self.problem = problem
+        self.fix = fix
+        hint = f" ({fix})" if fix else ""
+        super().__init__(f"{path}: {problem}{hint}")
+
+
 class BackendUnavailableError(ChatstepError):
     """A backend cannot be used in this environment."""
 
 
-_STATUS_ERRORS: dict[int, type[APIError]] = {
+_STATUS_ERRORS: dict[int, type[APIStatusError]] = {
     400: BadRequestError,
     401: AuthenticationError,
     403: PermissionDeniedError,
     404: NotFoundError,
-    422: BadRequestError,
+    409: ConflictError,
+    422: UnprocessableEntityError,
     429: RateLimitError,
 }
 
 
-def error_for_status(status_code: int) -> type[APIError]:
-    """The APIError subclass that stands for an HTTP status."""
+def error_for_status(status_code: int) -> type[APIStatusError]:
+    """The :class:`APIStatusError` subclass that stands for an HTTP status."""
     if status_code >= 500:
-        return ServerError
-    return _STATUS_ERRORS.get(status_code, APIError)
+        return InternalServerError
+    return _STATUS_ERRORS.get(status_code, APIStatusError)

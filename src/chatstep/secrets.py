@@ -18,7 +18,7 @@ from typing import Protocol, runtime_checkable
 
 from dotenv import dotenv_values
 
-from chatstep.errors import ConfigError, SecretNotFound, register_secret
+from chatstep.errors import ConfigError, SecretNotFoundError, register_secret
 
 __all__ = [
     "DotenvFileSecrets",
@@ -213,10 +213,10 @@ class SecretStore:
         return None
 
     def get(self, name: str, field: str = "") -> str:
-        """The secret's value; raises :class:`SecretNotFound` naming ``field`` when missing."""
+        """The secret's value; raises :class:`SecretNotFoundError` naming ``field`` when missing."""
         value = self.find(name, field)
         if value is None:
-            raise SecretNotFound(name, self.searched, field)
+            raise SecretNotFoundError(name, self.searched, field)
         return value
 
     def __repr__(self) -> str:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from chatstep.batch import PollSchedule
+from chatstep.batch.api import PollSchedule
 
 #: Polls fast: the test server moves a batch along in well under a second.
 FAST = PollSchedule(initial=0.05, factor=1.5, maximum=0.5)

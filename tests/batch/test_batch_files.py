@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from chatstep.batch_files import (
+from chatstep.batch.files import (
     BatchLimits,
     PartWriter,
     given_request_line,
@@ -17,8 +17,8 @@ from chatstep.batch_files import (
     read_rows,
     request_line,
 )
+from chatstep.core.request import Request
 from chatstep.errors import ConfigError
-from chatstep.request import Request
 
 
 def _line(n: int, size: int = 10) -> bytes:

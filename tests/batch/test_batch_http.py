@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from chatstep.batch import (
+from chatstep.accounting.pricing import PriceTable
+from chatstep.batch.api import (
     BatchJob,
     BatchLimits,
     abatch_status,
@@ -20,9 +21,8 @@ from chatstep.batch import (
     submit_batch,
     wait_batch,
 )
-from chatstep.batch_journal import BatchJournal
+from chatstep.batch.journal import BatchJournal
 from chatstep.errors import ConfigError
-from chatstep.pricing import PriceTable
 from chatstep.testing import Delay, Fail, TestServer
 from chatstep.testing.pytest_plugin import FAKE_API_KEY
 
@@ -187,7 +187,7 @@ def test_cancel_on_cancel_false_leaves_the_batch_running(
     asyncio.run(scenario())
     assert not [r for r in openai_env.requests if r.path.endswith("/cancel")]
     assert batch_status(job.id).status not in ("cancelling", "cancelled")
-    from chatstep.batch import cancel_batch
+    from chatstep.batch.api import cancel_batch
 
     cancel_batch(job.id)
 
@@ -199,7 +199,7 @@ def test_results_before_the_end_say_to_wait(
     job = submit_batch(step_file, rows_file)
     with pytest.raises(ConfigError, match="wait for it first"):
         batch_results(job.id)
-    from chatstep.batch import cancel_batch
+    from chatstep.batch.api import cancel_batch
 
     cancel_batch(job.id)
 

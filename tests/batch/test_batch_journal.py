@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from chatstep.batch_journal import (
+from chatstep.batch.journal import (
     BatchConnection,
     BatchJob,
     BatchJournal,
     BatchPart,
     key_secret_name,
 )
-from chatstep.connection import Connection
+from chatstep.core.connection import Connection
 from chatstep.errors import ConfigError
 from chatstep.secrets import SecretStore, StaticSecrets
 
@@ -105,7 +105,7 @@ def test_key_secret_name(field: str | None, name: str | None) -> None:
 
 
 def test_rows_of_a_failed_batch_carry_its_validation_error() -> None:
-    from chatstep.batch_results import _missing
+    from chatstep.batch.results import _missing
 
     job = _job(parts=1)
     job.parts[0].update(

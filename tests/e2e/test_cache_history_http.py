@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from chatstep import Runner, StepResult, run_step
-from chatstep.history import History
+from chatstep.storage.history import History
 from chatstep.testing import Fail, TestServer
 
 STEP: dict[str, Any] = {

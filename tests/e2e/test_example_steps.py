@@ -14,8 +14,8 @@ import yaml
 from typer.testing import CliRunner
 
 from chatstep.cli.app import app
-from chatstep.loading import load_step
-from chatstep.template_inputs import collect_input_names
+from chatstep.steps.loading import load_step
+from chatstep.templating.variables import collect_input_names
 from chatstep.testing import TestServer
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

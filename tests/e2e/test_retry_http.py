@@ -10,9 +10,9 @@ import pytest
 from chatstep import (
     APITimeoutError,
     AuthenticationError,
+    InternalServerError,
     RetryPolicy,
     Runner,
-    ServerError,
     StepResult,
 )
 from chatstep.testing import Delay, Drop, Fail, Respond, TestServer
@@ -83,7 +83,7 @@ def test_500_three_times_then_success(openai_env: TestServer) -> None:
 def test_gives_up_after_max_retries(openai_env: TestServer) -> None:
     openai_env.enqueue(*[Fail(500) for _ in range(3)])
     fast = RetryPolicy(initial_delay=0.01)
-    with pytest.raises(ServerError) as info:
+    with pytest.raises(InternalServerError) as info:
         _run({**STEP, "max_retries": 2}, fast)
     assert info.value.status_code == 500
     assert len(openai_env.requests) == 3

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from chatstep.cli.app import app
 from chatstep.cli.common import EXIT_CODES
-from chatstep.flows import load_flow, run_flow
+from chatstep.flows.api import load_flow, run_flow
 from chatstep.testing import Fail, Respond, TestServer
 
 ROOT = Path(__file__).resolve().parents[2]

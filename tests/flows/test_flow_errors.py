@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from chatstep.errors import ConfigError, TemplateError
-from chatstep.flows import load_flow, run_flow
+from chatstep.flows.api import load_flow, run_flow
 from chatstep.testing import TestServer
 
 GOOD: dict[str, Any] = {

@@ -9,9 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from chatstep.errors import ConfigError
-from chatstep.flow_inputs import FlowInput, resolve_inputs
-from chatstep.flow_refs import OutputRef, bind_response, output_references
-from chatstep.flow_tasks import TaskRetry, parse_duration
+from chatstep.flows.inputs import FlowInput, resolve_inputs
+from chatstep.flows.refs import OutputRef, bind_response, output_references
+from chatstep.flows.tasks import TaskRetry, parse_duration
 
 
 @pytest.mark.parametrize(

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 import yaml
 
-from chatstep.errors import APITimeoutError, BadRequestError, ServerError
-from chatstep.flow_tasks import MapTask
-from chatstep.flows import FlowRun, MapRowsFailed, arun_flow, load_flow, run_flow
-from chatstep.history import History
-from chatstep.pipeline import Runner
+from chatstep.core.runner import Runner
+from chatstep.errors import APITimeoutError, BadRequestError, InternalServerError
+from chatstep.flows.api import FlowRun, MapRowsFailedError, arun_flow, load_flow, run_flow
+from chatstep.flows.tasks import MapTask
+from chatstep.storage.history import History
 from chatstep.testing import Delay, Fail, Respond, TestServer
 
 # The flow of issue 6, exactly as written there (Kestra's ChatCompletion with legacy functions).
@@ -237,7 +237,7 @@ def test_retry_exhausted_fails_with_the_api_error(openai_env: TestServer) -> Non
             }
         ],
     }
-    with pytest.raises(ServerError) as caught:
+    with pytest.raises(InternalServerError) as caught:
         run_flow(flow)
     assert caught.value.status_code == 503
     assert len(_bodies(openai_env)) == 2
@@ -467,7 +467,7 @@ def test_map_task_with_a_failed_row_fails_and_keeps_the_rows(openai_env: TestSer
     run = run_flow(flow)
     task = run.task("rows")
     assert task.state == "FAILED"
-    assert isinstance(task.exception, MapRowsFailed)
+    assert isinstance(task.exception, MapRowsFailedError)
     assert "1 of 3 rows failed" in (task.error or "")
     assert "rows[1]" in (task.error or "")
     assert task.output["contents"] == ["echo: good", None, "echo: good too"]

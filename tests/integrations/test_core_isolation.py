@@ -16,7 +16,7 @@ ORCHESTRATORS = ("airflow", "prefect", "flytekit")
 
 @pytest.mark.parametrize(
     ("module", "extra"),
-    [("airflow", "airflow"), ("airflow_batch", "airflow"), ("prefect", "prefect")],
+    [("airflow.operators", "airflow"), ("airflow.batch", "airflow"), ("prefect", "prefect")],
 )
 def test_integration_without_its_extra_names_the_extra(module: str, extra: str) -> None:
     if importlib.util.find_spec(extra) is not None:
@@ -34,8 +34,8 @@ def test_core_and_flows_import_no_orchestrator(tmp_path: Path) -> None:
     )
     script = f"""
 import json, sys
-import chatstep, chatstep.flows, chatstep.cli.app, chatstep.pipeline, chatstep.integrations
-run = chatstep.flows.run_flow({str(flow)!r}, {{"x": "41"}})
+import chatstep, chatstep.flows.api, chatstep.cli.app, chatstep.core.runner, chatstep.integrations
+run = chatstep.flows.api.run_flow({str(flow)!r}, {{"x": "41"}})
 loaded = sorted({{m.split(".")[0] for m in sys.modules}} & set({ORCHESTRATORS!r}))
 print(json.dumps([run.outputs["r"]["value"], loaded]))
 """

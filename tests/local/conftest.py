@@ -44,14 +44,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def local_model() -> Any:
     """The process-wide model, loaded once for the session."""
-    from chatstep.backends.local_model import load_local_model
+    from chatstep.backends.local.model import load_local_model
 
     return load_local_model()
 
 
 @pytest.fixture(scope="session")
 def backend(local_model: Any) -> Any:
-    from chatstep.backends.local import LocalBackend
+    from chatstep.backends.local.backend import LocalBackend
 
     return LocalBackend()
 

@@ -20,7 +20,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from chatstep.backends.local import LOCAL_MODEL_ALIASES, LocalBackend
+from chatstep.backends.local.backend import LOCAL_MODEL_ALIASES, LocalBackend
 from chatstep.errors import (
     APITimeoutError,
     BackendUnavailableError,
@@ -505,7 +505,7 @@ def test_missing_packages_name_the_install_command(blocked: str) -> None:
     program = (
         "import asyncio, sys\n"
         f"sys.modules[{blocked!r}] = None  # as if it were not installed\n"
-        "from chatstep.backends.local import LocalBackend\n"
+        "from chatstep.backends.local.backend import LocalBackend\n"
         "from chatstep.errors import BackendUnavailableError\n"
         "body = {'model': 'local', 'messages': [{'role': 'user', 'content': 'hi'}]}\n"
         "backend = LocalBackend()\n"

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from chatstep.backends.local_request import read_chat_request, read_embedding_request
+from chatstep.backends.local.request import read_chat_request, read_embedding_request
 from chatstep.errors import BadRequestError, NotFoundError
 
 pytestmark = pytest.mark.local

@@ -12,7 +12,7 @@ import jsonschema
 import openai
 import pytest
 
-from chatstep.backends.local import LocalBackend
+from chatstep.backends.local.backend import LocalBackend
 
 pytestmark = pytest.mark.local
 

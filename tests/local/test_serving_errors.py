@@ -17,9 +17,9 @@ from chatstep.errors import (
     AuthenticationError,
     BackendUnavailableError,
     BadRequestError,
+    InternalServerError,
     PermissionDeniedError,
     RateLimitError,
-    ServerError,
 )
 from chatstep.serving import create_serving_app
 
@@ -84,7 +84,7 @@ def scripted(serve_app: Any) -> Any:
         (AuthenticationError("key refused"), 401),
         (PermissionDeniedError("not for you"), 403),
         (RateLimitError("slow down", retry_after=2.5), 429),
-        (ServerError("upstream broke", status_code=503), 503),
+        (InternalServerError("upstream broke", status_code=503), 503),
         (APITimeoutError("too slow"), 504),
         (APIConnectionError("unreachable"), 502),
         (APIError("odd"), 500),
@@ -128,7 +128,7 @@ def test_client_timeout_and_forwarded_headers(scripted: Any) -> None:
 
 def test_a_failure_mid_stream_is_an_error_event(scripted: Any) -> None:
     scripted.chunks_before_error = 2
-    scripted.error = ServerError("model crashed", status_code=500)
+    scripted.error = InternalServerError("model crashed", status_code=500)
     body = {"model": "m", "messages": [], "stream": True}
     with httpx.stream("POST", f"{scripted.url}/chat/completions", json=body) as response:
         assert response.status_code == 200

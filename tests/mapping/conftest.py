@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from chatstep.retry import RetryPolicy
+from chatstep.core.retry import RetryPolicy
 from chatstep.testing import TestServer
 
 FAKE_KEY = "sk-test-mapping-0000-fake"

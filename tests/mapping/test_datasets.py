@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from chatstep.datasets import count_rows, open_writer, read_rows
 from chatstep.errors import ConfigError
+from chatstep.mapping.datasets import count_rows, open_writer, read_rows
 
 HAS_PYARROW = importlib.util.find_spec("pyarrow") is not None
 needs_pyarrow = pytest.mark.skipif(

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from chatstep.errors import ConfigError
-from chatstep.journal import JournalMismatchError, RunJournal, row_hash
+from chatstep.mapping.journal import JournalMismatchError, RunJournal, row_hash
 
 STEP = {"type": "chat", "model": "gpt-4o-mini", "prompt": "Classify {{ inputs.text }}"}
 

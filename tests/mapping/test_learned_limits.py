@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from chatstep.mapping import map_step
-from chatstep.steps import ChatCompletion
+from chatstep.mapping.run import map_step
+from chatstep.steps.definitions import ChatCompletion
 
 from .conftest import FAST_RETRY, ServerFactory
 

@@ -6,10 +6,10 @@ import asyncio
 
 import pytest
 
-from chatstep.errors import RateLimitError, ServerError
-from chatstep.limits import RateLimiter, observe_failures, parse_reset
-from chatstep.request import Request
-from chatstep.retry import RetryPolicy
+from chatstep.core.request import Request
+from chatstep.core.retry import RetryPolicy
+from chatstep.errors import InternalServerError, RateLimitError
+from chatstep.mapping.ratelimit import RateLimiter, observe_failures, parse_reset
 
 
 class FakeTime:
@@ -197,7 +197,7 @@ def test_other_failures_do_not_pause() -> None:
 async def _test_other_failures_do_not_pause() -> None:
     t = FakeTime()
     rl = limiter(t, learn=False)
-    rl.observe_failure(ServerError("500", status_code=500))
+    rl.observe_failure(InternalServerError("500", status_code=500))
     rl.observe_failure(
         RateLimitError("quota", status_code=429, code="insufficient_quota", retry_after=9.0)
     )

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
+from chatstep.accounting.pricing import PriceTable
 from chatstep.errors import AuthenticationError, ConfigError
-from chatstep.journal import JournalMismatchError
-from chatstep.mapping import amap_step, map_step
-from chatstep.mapping_files import default_journal_path, map_file
-from chatstep.pricing import PriceTable
-from chatstep.steps import ChatCompletion
+from chatstep.mapping.files import default_journal_path, map_file
+from chatstep.mapping.journal import JournalMismatchError
+from chatstep.mapping.run import amap_step, map_step
+from chatstep.steps.definitions import ChatCompletion
 from chatstep.testing import Fail, TestServer
 from chatstep.testing.conditions import FAULT_KINDS
 
@@ -252,7 +252,7 @@ def test_files_in_every_format(
 ) -> None:
     if "parquet" in (in_suffix, out_suffix):
         pytest.importorskip("pyarrow", reason="pyarrow (the 'parquet' extra) is not installed")
-    from chatstep.datasets import open_writer, read_rows
+    from chatstep.mapping.datasets import open_writer, read_rows
 
     serve()
     source = tmp_path / f"in.{in_suffix}"
@@ -286,7 +286,7 @@ def test_a_cached_map_sends_nothing_the_second_time(serve: ServerFactory, tmp_pa
     assert again.stats.cache_hits == 20
     assert again.stats.requests == 0
     # The second run logged its (cached) calls to the history; the first had it off.
-    from chatstep.history import History
+    from chatstep.storage.history import History
 
     with History() as history:
         assert history.count() == 20

@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from chatstep.mapping_files import default_journal_path
+from chatstep.mapping.files import default_journal_path
 
 from .conftest import ServerFactory, chat_bodies, prompt_of
 

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
 from chatstep.backends.base import JSON, Reply, StreamReply
+from chatstep.core.retry import parse_retry_after
 from chatstep.errors import (
     APIConnectionError,
     APIError,
@@ -20,7 +21,6 @@ from chatstep.errors import (
     error_for_status,
     redact,
 )
-from chatstep.retry import parse_retry_after
 
 __all__ = ["OpenAIHTTPBackend", "error_from_sdk"]
 

@@ -20,7 +20,7 @@ import typer
 from chatstep.cli.common import EXIT_CODES, print_json, reports_errors
 
 if TYPE_CHECKING:
-    from chatstep.batch import BatchJob, BatchResults
+    from chatstep.batch.api import BatchJob, BatchResults
 
 __all__ = ["EXIT_NOT_COMPLETED", "EXIT_ROWS_FAILED", "EXIT_WAIT_TIMEOUT", "register"]
 
@@ -97,7 +97,7 @@ def _wait(
     quiet: bool,
 ) -> BatchJob:
     """Wait with progress on stderr; Ctrl-C asks (or cancels, or keeps) per ``on_interrupt``."""
-    from chatstep.batch import PollSchedule, cancel_batch, wait_batch
+    from chatstep.batch.api import PollSchedule, cancel_batch, wait_batch
 
     with reports_errors():
         try:
@@ -139,7 +139,7 @@ def _finish_wait(job: BatchJob) -> None:
 
 
 def _write_results(job_ref: str, output: Path | None, as_json: bool) -> BatchResults:
-    from chatstep.batch import batch_results
+    from chatstep.batch.api import batch_results
 
     with reports_errors():
         to_stdout = output is None or str(output) == "-"
@@ -186,7 +186,7 @@ def submit(
     as_json: AsJSON = False,
 ) -> None:
     """Render one request per row of INPUT, upload them and create the batch; print the job id."""
-    from chatstep.batch import BatchLimits, submit_batch
+    from chatstep.batch.api import BatchLimits, submit_batch
 
     with reports_errors():
         job = submit_batch(
@@ -210,7 +210,7 @@ def submit(
 
 def status(job: JobArg, as_json: AsJSON = False) -> None:
     """Ask the API how the job is doing."""
-    from chatstep.batch import batch_status
+    from chatstep.batch.api import batch_status
 
     with reports_errors():
         current = batch_status(job)
@@ -259,7 +259,7 @@ def results(
 
 def cancel(job: JobArg, as_json: AsJSON = False) -> None:
     """Cancel the job's batches (they pass through cancelling; finished rows are kept)."""
-    from chatstep.batch import cancel_batch
+    from chatstep.batch.api import cancel_batch
 
     with reports_errors():
         current = cancel_batch(job)
@@ -271,7 +271,7 @@ def list_command(
     as_json: AsJSON = False,
 ) -> None:
     """Jobs in the journal, newest first, as last seen (no API call)."""
-    from chatstep.batch import list_batches
+    from chatstep.batch.api import list_batches
 
     with reports_errors():
         jobs = list_batches(limit=limit)

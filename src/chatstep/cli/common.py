@@ -37,9 +37,9 @@ from chatstep.errors import (
     BackendUnavailableError,
     ChatstepError,
     ConfigError,
+    InternalServerError,
     OutputError,
     RateLimitError,
-    ServerError,
     redact,
 )
 
@@ -66,7 +66,7 @@ def exit_code_for(exc: BaseException) -> int:
     """The documented exit code for an error."""
     if isinstance(exc, ConfigError):
         return EXIT_CODES["config"]
-    if isinstance(exc, RateLimitError | ServerError | APITimeoutError | APIConnectionError):
+    if isinstance(exc, RateLimitError | InternalServerError | APITimeoutError | APIConnectionError):
         return EXIT_CODES["api_unavailable"]
     if isinstance(exc, APIError):
         return EXIT_CODES["api_refused"]

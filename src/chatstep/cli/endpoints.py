@@ -34,9 +34,9 @@ def models(
     ] = False,
 ) -> None:
     """List the models the endpoint offers."""
-    from chatstep.calls import run_sync
-    from chatstep.pipeline import Runner
-    from chatstep.steps import ChatCompletion
+    from chatstep.core.calls import run_sync
+    from chatstep.core.runner import Runner
+    from chatstep.steps.definitions import ChatCompletion
 
     async def fetch() -> list[dict[str, Any]]:
         async with Runner() as runner:
@@ -63,9 +63,9 @@ def moderate(
     ] = False,
 ) -> None:
     """Classify text for policy categories."""
-    from chatstep.calls import run_step
-    from chatstep.result import ModerationResult
-    from chatstep.steps import Moderation
+    from chatstep.core.calls import run_step
+    from chatstep.core.result import ModerationResult
+    from chatstep.steps.definitions import Moderation
 
     with reports_errors():
         step = Moderation(
@@ -93,9 +93,9 @@ def embed(
     ] = False,
 ) -> None:
     """Embed text and print the vectors as JSON."""
-    from chatstep.calls import run_step
-    from chatstep.result import EmbeddingResult
-    from chatstep.steps import Embedding
+    from chatstep.core.calls import run_step
+    from chatstep.core.result import EmbeddingResult
+    from chatstep.steps.definitions import Embedding
 
     with reports_errors():
         extra: dict[str, Any] = {"dimensions": dimensions} if dimensions else {}

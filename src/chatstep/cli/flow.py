@@ -13,7 +13,7 @@ from chatstep.cli.common import exit_code_for, parse_inputs, print_json, reports
 from chatstep.errors import redact
 
 if TYPE_CHECKING:
-    from chatstep.flows import FlowRun, TaskRun
+    from chatstep.flows.api import FlowRun, TaskRun
 
 __all__ = ["register"]
 
@@ -68,7 +68,7 @@ def run(
     ] = False,
 ) -> None:
     """Run a flow's tasks in order and print each task's outputs."""
-    from chatstep.flows import load_flow, run_flow
+    from chatstep.flows.api import load_flow, run_flow
 
     with reports_errors():
         flow = load_flow(flow_file)
@@ -86,7 +86,7 @@ def validate(
     flow_file: Annotated[Path, typer.Argument(help="A flow file (.yaml, .yml or .json).")],
 ) -> None:
     """Check a flow (types, properties, inputs, templates, references) without running it."""
-    from chatstep.flows import load_flow
+    from chatstep.flows.api import load_flow
 
     with reports_errors():
         flow = load_flow(flow_file)

@@ -40,7 +40,7 @@ def list_calls(
     """List recent calls, or search them (newest first; search: best match first)."""
     if ctx.invoked_subcommand is not None:
         return
-    from chatstep.history import History, prompt_text, response_text
+    from chatstep.storage.history import History, prompt_text, response_text
 
     with reports_errors():
         history = History()
@@ -71,7 +71,7 @@ def show(
 ) -> None:
     """Print one logged call as JSON."""
     from chatstep.errors import ConfigError
-    from chatstep.history import History
+    from chatstep.storage.history import History
 
     with reports_errors():
         entry = History().get(entry_id)
@@ -100,7 +100,7 @@ def prune(
 
     from chatstep.durations import parse_duration
     from chatstep.errors import ConfigError
-    from chatstep.history import History
+    from chatstep.storage.history import History
 
     with reports_errors():
         try:

@@ -94,8 +94,8 @@ def map_command(
     Output rows keep the input's order and columns and add the selected outputs and an
     error column. Finished rows are journaled: after a crash, the same command resumes.
     """
-    from chatstep.mapping_files import map_file
-    from chatstep.progress import final_line, make_progress
+    from chatstep.mapping.files import map_file
+    from chatstep.mapping.progress import final_line, make_progress
 
     with reports_errors():
         stats = map_file(

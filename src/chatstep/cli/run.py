@@ -28,10 +28,10 @@ def run(
     local: Annotated[bool, typer.Option("--local", help="Use the embedded local model.")] = False,
 ) -> None:
     """Run a step and print its content (or, with --json, the whole result)."""
-    from chatstep.calls import run_step
-    from chatstep.loading import load_step
-    from chatstep.result import EmbeddingResult, ModerationResult, StepResult
-    from chatstep.streaming import Delta
+    from chatstep.core.calls import run_step
+    from chatstep.core.result import EmbeddingResult, ModerationResult, StepResult
+    from chatstep.core.streaming import Delta
+    from chatstep.steps.loading import load_step
 
     with reports_errors():
         step = load_step(step_file)

@@ -29,8 +29,8 @@ def serve(
     until interrupted.
     """
     # Imported here so that `chatstep --help` never loads uvicorn or llama.cpp.
-    from chatstep.backends.local import LocalBackend
-    from chatstep.backends.local_model import INSTALL_HINT, LOCAL_MODEL_ID, load_local_model
+    from chatstep.backends.local.backend import LocalBackend
+    from chatstep.backends.local.model import INSTALL_HINT, LOCAL_MODEL_ID, load_local_model
     from chatstep.errors import BackendUnavailableError
 
     try:

@@ -44,9 +44,9 @@ except ImportError as exc:  # pragma: no cover - depends on the install
     ) from exc
 from pydantic import Field, SecretStr
 
-from chatstep.loading import StepSource, load_step
-from chatstep.result import AnyResult
-from chatstep.steps import Step
+from chatstep.core.result import AnyResult
+from chatstep.steps.definitions import Step
+from chatstep.steps.loading import StepSource, load_step
 
 if TYPE_CHECKING:
     from chatstep.secrets import SecretStore
@@ -87,7 +87,7 @@ class ChatstepConnection(Block):  # type: ignore[misc]
 
 def _connection(connection: ChatstepConnection | str | None) -> ChatstepConnection | None:
     if isinstance(connection, str):
-        from chatstep.calls import run_sync
+        from chatstep.core.calls import run_sync
 
         # aload, not load: load returns a coroutine when called from async code.
         loaded: ChatstepConnection = run_sync(ChatstepConnection.aload(connection))
@@ -153,8 +153,8 @@ def run_chat_step(
     ``connection`` is a :class:`ChatstepConnection` or the name of a saved one. Wrap it in your
     own ``@task`` (``task(run_chat_step)``), or call it inside one.
     """
-    from chatstep.calls import run_sync
-    from chatstep.pipeline import Runner
+    from chatstep.core.calls import run_sync
+    from chatstep.core.runner import Runner
 
     definition = load_step(step)
     block = _connection(connection)

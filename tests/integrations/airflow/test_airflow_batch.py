@@ -22,9 +22,9 @@ pytest.importorskip("airflow.sdk", reason="needs the [airflow] extra")
 from airflow.sdk import DAG
 from airflow.sdk.exceptions import AirflowException
 
-from chatstep.batch import PollSchedule, asubmit_batch, await_batch
+from chatstep.batch.api import PollSchedule, asubmit_batch, await_batch
 from chatstep.errors import ConfigError
-from chatstep.integrations.airflow_batch import ChatStepBatchOperator, ChatStepBatchTrigger
+from chatstep.integrations.airflow.batch import ChatStepBatchOperator, ChatStepBatchTrigger
 from chatstep.testing import TestServer
 
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
@@ -42,7 +42,7 @@ DAG_FILE = textwrap.dedent(
 
     from airflow.sdk import DAG
 
-    from chatstep.integrations.airflow_batch import ChatStepBatchOperator
+    from chatstep.integrations.airflow.batch import ChatStepBatchOperator
 
     OUT = os.environ["CHATSTEP_TEST_OUT"]
     STEP = {"id": "describe", "model": "gpt-4o-mini",
@@ -144,7 +144,7 @@ def test_the_trigger_polls_to_the_end_and_stores_no_key(
     job = asyncio.run(asubmit_batch(STEP, rows))
     trigger = ChatStepBatchTrigger(job.to_dict(), conn_id=None, poll_interval=0.05)
     path, kwargs = trigger.serialize()
-    assert path == "chatstep.integrations.airflow_batch.ChatStepBatchTrigger"
+    assert path == "chatstep.integrations.airflow.batch.ChatStepBatchTrigger"
     assert os.environ["OPENAI_API_KEY"] not in json.dumps(kwargs)
 
     async def first_event() -> Any:

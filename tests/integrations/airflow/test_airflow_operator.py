@@ -160,7 +160,7 @@ def test_operator_keeps_the_step_and_templated_fields(tmp_path: Path) -> None:
 
 
 def test_answer_of_each_kind(openai_env: TestServer) -> None:
-    from chatstep.calls import run_step
+    from chatstep.core.calls import run_step
 
     openai_env.enqueue(Respond(content='{"a": 1}'))
     parsed = run_step(

@@ -21,10 +21,10 @@ from flytekit.tools.translator import get_serializable
 from flytekit.types.file import JSONLFile
 from flytekit.types.iterator import JSON
 
-from chatstep.batch import BatchLimits
+from chatstep.batch.api import BatchLimits
 from chatstep.integrations.flyte import create_batch
-from chatstep.integrations.flyte_batch import BatchConnector, BatchJobMeta, ChatStepBatchTask
-from chatstep.loading import load_step
+from chatstep.integrations.flyte.batch import BatchConnector, BatchJobMeta, ChatStepBatchTask
+from chatstep.steps.loading import load_step
 from chatstep.testing import Delay, Fail, TestServer
 
 from .conftest import load_example

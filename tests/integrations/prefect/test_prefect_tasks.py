@@ -17,8 +17,8 @@ from prefect import flow, task
 from prefect.client.orchestration import get_client
 from prefect.testing.utilities import prefect_test_harness
 
+from chatstep.core.result import StepResult
 from chatstep.integrations.prefect import ChatstepConnection, chatstep_task, run_chat_step
-from chatstep.result import StepResult
 from chatstep.testing import Respond, TestServer
 
 BLOCK_KEY = "sk-test-prefect-block-0000-pf01"

@@ -1,0 +1,1 @@
+"""Tokens, prices and budgets: what a call counts and costs (private)."""

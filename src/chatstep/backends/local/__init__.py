@@ -1,0 +1,1 @@
+"""The embedded local model behind the backend interface (private; needs the ``[local]`` extra)."""

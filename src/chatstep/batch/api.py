@@ -1,0 +1,277 @@
+"""The OpenAI Batch API: one request per row, at half the price, in its own rate-limit pool.
+
+::
+
+    job = submit_batch("classify.yaml", "rows.jsonl")   # render, split, upload, create, journal
+    job = wait_batch(job, on_progress=print)             # poll with backoff until it ends
+    results = batch_results(job)                         # download, join by custom_id, in order
+    for row in results:                                  # one joined row per input row
+        print(row["index"], row["ok"], row["content"], row["error"])
+
+A job is one step over one set of rows. Each row renders to one request through the same
+pipeline as :func:`chatstep.run_step` (``Runner.prepare``), so a step behaves the same in a
+batch. Inputs over 50,000 requests or 200 MB (:class:`BatchLimits`) are split into several
+batches and reassembled: the caller sees one job. Jobs are kept in the :class:`BatchJournal`, so
+``status``, ``wait``, ``results`` and ``cancel`` work from another process, days later. The API
+key is never stored; it is looked up again by the name of its secret.
+
+Cancelling the task that waits (``await_batch``) cancels the batch; ``cancel_on_cancel=False``
+leaves it running. Costs are priced at the Batch API's discount.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from chatstep.batch.client import cancel_parts, client_for, job_for, refresh_job
+from chatstep.batch.files import BatchLimits
+from chatstep.batch.journal import BatchJob, BatchJournal, JobRef
+from chatstep.batch.results import BatchResults, abatch_results
+from chatstep.batch.submit import Rows, asubmit_batch
+
+if TYPE_CHECKING:
+    from chatstep.core.retry import RetryPolicy
+    from chatstep.core.runner import StepSource
+    from chatstep.secrets import SecretStore
+
+__all__ = [
+    "BatchJob",
+    "BatchJournal",
+    "BatchLimits",
+    "BatchResults",
+    "PollSchedule",
+    "abatch_results",
+    "abatch_status",
+    "acancel_batch",
+    "asubmit_batch",
+    "await_batch",
+    "batch_results",
+    "batch_status",
+    "cancel_batch",
+    "list_batches",
+    "submit_batch",
+    "wait_batch",
+]
+
+ProgressCallback = Callable[[BatchJob], Any]
+
+
+@dataclass(frozen=True)
+class PollSchedule:
+    """How often ``wait`` asks: ``initial`` seconds, growing by ``factor`` up to ``maximum``."""
+
+    initial: float = 5.0
+    factor: float = 1.5
+    maximum: float = 60.0
+
+    def delays(self) -> Iterator[float]:
+        delay = self.initial
+        while True:
+            yield delay
+            delay = min(delay * self.factor, self.maximum)
+
+
+async def _notify(callback: ProgressCallback | None, job: BatchJob) -> None:
+    if callback is None:
+        return
+    outcome = callback(job)
+    if inspect.isawaitable(outcome):
+        await outcome
+
+
+def submit_batch(
+    step: StepSource | None,
+    rows: Rows,
+    *,
+    secrets: SecretStore | None = None,
+    journal: BatchJournal | None = None,
+    limits: BatchLimits | None = None,
+    metadata: Mapping[str, str] | None = None,
+    retry: RetryPolicy | None = None,
+    source: str | None = None,
+) -> BatchJob:
+    """Synchronous :func:`asubmit_batch`."""
+    from chatstep.core.calls import run_sync
+
+    return run_sync(
+        asubmit_batch(
+            step,
+            rows,
+            secrets=secrets,
+            journal=journal,
+            limits=limits,
+            metadata=metadata,
+            retry=retry,
+            source=source,
+        )
+    )
+
+
+# --- status, wait, cancel ----------------------------------------------------------------------
+
+
+async def abatch_status(
+    job: JobRef,
+    *,
+    secrets: SecretStore | None = None,
+    journal: BatchJournal | None = None,
+    api_key: str | None = None,
+) -> BatchJob:
+    """The job, refreshed from the API (and saved in the journal)."""
+    journal = journal or BatchJournal()
+    current = job_for(job, journal)
+    if current.done:
+        return current
+    async with client_for(current, secrets, api_key) as client:
+        await refresh_job(client, current, journal)
+    return current
+
+
+def batch_status(
+    job: JobRef,
+    *,
+    secrets: SecretStore | None = None,
+    journal: BatchJournal | None = None,
+    api_key: str | None = None,
+) -> BatchJob:
+    """Synchronous :func:`abatch_status`."""
+    from chatstep.core.calls import run_sync
+
+    return run_sync(abatch_status(job, secrets=secrets, journal=journal, api_key=api_key))
+
+
+async def await_batch(
+    job: JobRef,
+    *,
+    poll: PollSchedule | None = None,
+    timeout: float | None = None,
+    on_progress: ProgressCallback | None = None,
+    cancel_on_cancel: bool = True,
+    secrets: SecretStore | None = None,
+    journal: BatchJournal | None = None,
+    api_key: str | None = None,
+) -> BatchJob:
+    """Poll until every part of the job has ended; returns the job, however it ended.
+
+    ``on_progress(job)`` is called after each poll. Cancelling this task cancels the batch
+    unless ``cancel_on_cancel`` is False. After ``timeout`` seconds a :class:`TimeoutError` is
+    raised and the batch keeps running.
+    """
+    journal = journal or BatchJournal()
+    current = job_for(job, journal)
+    schedule = (poll or PollSchedule()).delays()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    async with client_for(current, secrets, api_key) as client:
+        try:
+            while True:
+                await refresh_job(client, current, journal)
+                await _notify(on_progress, current)
+                if current.done:
+                    return current
+                delay = next(schedule)
+                if deadline is not None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise TimeoutError(
+                            f"batch job {current.id} is still {current.status} after {timeout}s; "
+                            "it keeps running: wait for it again, or cancel it"
+                        )
+                    delay = min(delay, left)
+                await asyncio.sleep(delay)
+        except asyncio.CancelledError:
+            if cancel_on_cancel:
+                await cancel_parts(client, current, journal)
+            raise
+
+
+def wait_batch(
+    job: JobRef,
+    *,
+    poll: PollSchedule | None = None,
+    timeout: float | None = None,
+    on_progress: ProgressCallback | None = None,
+    cancel_on_cancel: bool = True,
+    secrets: SecretStore | None = None,
+    journal: BatchJournal | None = None,
+    api_key: str | None = None,
+) -> BatchJob:
+    """Synchronous :func:`await_batch` (Ctrl-C cancels the batch unless ``cancel_on_cancel``)."""
+    from chatstep.core.calls import run_sync
+
+    return run_sync(
+        await_batch(
+            job,
+            poll=poll,
+            timeout=timeout,
+            on_progress=on_progress,
+            cancel_on_cancel=cancel_on_cancel,
+            secrets=secrets,
+            journal=journal,
+            api_key=api_key,
+        )
+    )
+
+
+async def acancel_batch(
+    job: JobRef,
+    *,
+    secrets: SecretStore | None = None,
+    journal: BatchJournal | None = None,
+    api_key: str | None = None,
+) -> BatchJob:
+    """Ask the API to cancel every part still running; returns the job (``cancelling``)."""
+    journal = journal or BatchJournal()
+    current = job_for(job, journal)
+    async with client_for(current, secrets, api_key) as client:
+        await cancel_parts(client, current, journal)
+    return current
+
+
+def cancel_batch(
+    job: JobRef,
+    *,
+    secrets: SecretStore | None = None,
+    journal: BatchJournal | None = None,
+    api_key: str | None = None,
+) -> BatchJob:
+    """Synchronous :func:`acancel_batch`."""
+    from chatstep.core.calls import run_sync
+
+    return run_sync(acancel_batch(job, secrets=secrets, journal=journal, api_key=api_key))
+
+
+def list_batches(journal: BatchJournal | None = None, limit: int | None = 50) -> list[BatchJob]:
+    """Journaled jobs, newest first, as last seen (no API call)."""
+    return (journal or BatchJournal()).list(limit)
+
+
+def batch_results(
+    job: JobRef,
+    output: str | Path | None = None,
+    *,
+    rows: Rows | None = None,
+    secrets: SecretStore | None = None,
+    journal: BatchJournal | None = None,
+    api_key: str | None = None,
+    price_table: Any = None,
+) -> BatchResults:
+    """Synchronous :func:`abatch_results`."""
+    from chatstep.core.calls import run_sync
+
+    return run_sync(
+        abatch_results(
+            job,
+            output,
+            rows=rows,
+            secrets=secrets,
+            journal=journal,
+            api_key=api_key,
+            price_table=price_table,
+        )
+    )

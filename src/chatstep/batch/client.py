@@ -1,0 +1,213 @@
+"""The Files and Batches endpoints, through the official SDK, with chatstep's retries and errors.
+
+As in the HTTP backend, the SDK's own retries are off and SDK exceptions become chatstep errors.
+Reading calls (retrieve, list, download) and uploads are retried by the retry policy. Creating a
+batch is not idempotent, so before a retry the client first looks for a batch the failed call
+may have created anyway (by the job and part ids in its metadata).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from chatstep.batch.journal import BatchJob, BatchJournal, JobRef
+from chatstep.core.connection import NO_KEY_PLACEHOLDER, Connection
+from chatstep.core.retry import RetryPolicy
+from chatstep.errors import APIError
+
+if TYPE_CHECKING:
+    from chatstep.secrets import SecretStore
+
+__all__ = ["BatchClient", "cancel_parts", "client_for", "job_for", "refresh_job"]
+
+T = TypeVar("T")
+JSON = dict[str, Any]
+
+
+def _as_dict(obj: Any) -> JSON:
+    if isinstance(obj, dict):
+        return obj
+    data = obj.to_dict() if hasattr(obj, "to_dict") else obj.model_dump(mode="json")
+    return dict(data)
+
+
+class BatchClient:
+    """Uploads, creates, polls, cancels and downloads batches on one connection."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        *,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        from openai import AsyncOpenAI
+
+        self.conn = conn
+        self.retry = retry or RetryPolicy(max_retries=conn.max_retries)
+        self._client = AsyncOpenAI(
+            api_key=conn.api_key or NO_KEY_PLACEHOLDER,
+            base_url=conn.base_url,
+            organization=conn.organization,
+            project=conn.project,
+            max_retries=0,
+            timeout=conn.timeout,
+            default_headers=dict(conn.headers),
+        )
+
+    async def __aenter__(self) -> BatchClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    async def _once(self, method: str, path: str, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        import openai
+
+        from chatstep.backends.openai_http import error_from_sdk
+
+        try:
+            return await make()
+        except openai.OpenAIError as exc:
+            raise error_from_sdk(exc, method, path) from None
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        make: Callable[[], Coroutine[Any, Any, T]],
+        before_retry: Callable[[], Awaitable[T | None]] | None = None,
+    ) -> T:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await self._once(method, path, make)
+            except APIError as exc:
+                delay = self.retry.delay_for(exc, attempt)
+                if delay is None:
+                    raise
+                await asyncio.sleep(delay)
+                if before_retry is not None:
+                    done = await before_retry()
+                    if done is not None:
+                        return done
+
+    async def upload(self, path: Path) -> JSON:
+        """Upload a Batch input file (``purpose="batch"``)."""
+
+        async def make() -> Any:
+            with path.open("rb") as handle:
+                return await self._client.files.create(
+                    file=(path.name, handle, "application/jsonl"), purpose="batch"
+                )
+
+        return _as_dict(await self._call("POST", "/files", make))
+
+    async def create(
+        self,
+        input_file_id: str,
+        endpoint: str,
+        metadata: dict[str, str],
+        completion_window: str = "24h",
+    ) -> JSON:
+        """Create a batch; ``metadata`` identifies it if a retry has to look for it."""
+
+        async def make() -> Any:
+            return await self._client.batches.create(
+                input_file_id=input_file_id,
+                endpoint=endpoint,  # type: ignore[arg-type]
+                completion_window=completion_window,  # type: ignore[arg-type]
+                metadata=metadata,
+            )
+
+        async def created_anyway() -> Any:
+            for batch in await self.recent(limit=100):
+                if batch.get("input_file_id") == input_file_id and batch.get("metadata") == (
+                    metadata
+                ):
+                    return batch
+            return None
+
+        return _as_dict(await self._call("POST", "/batches", make, created_anyway))
+
+    async def retrieve(self, batch_id: str) -> JSON:
+        path = f"/batches/{batch_id}"
+        return _as_dict(
+            await self._call("GET", path, lambda: self._client.batches.retrieve(batch_id))
+        )
+
+    async def cancel(self, batch_id: str) -> JSON:
+        """Ask for cancellation; a batch that already ended is returned as it is."""
+        path = f"/batches/{batch_id}/cancel"
+        try:
+            return _as_dict(
+                await self._call("POST", path, lambda: self._client.batches.cancel(batch_id))
+            )
+        except APIError as exc:
+            # Cancelling a batch that already finished is refused (400/409): nothing to do.
+            if exc.status_code in (400, 409):
+                return await self.retrieve(batch_id)
+            raise
+
+    async def recent(self, limit: int = 20) -> list[JSON]:
+        """The most recent batches of the key's organization/project (first page)."""
+
+        async def make() -> Any:
+            return await self._client.batches.list(limit=limit)
+
+        page = await self._call("GET", "/batches", make)
+        return [_as_dict(b) for b in getattr(page, "data", [])]
+
+    async def download(self, file_id: str, dest: Path) -> Path:
+        """Stream a file's content to ``dest`` (written whole or not at all)."""
+        path = f"/files/{file_id}/content"
+        partial = dest.with_name(dest.name + ".part")
+
+        async def make() -> None:
+            async with self._client.files.with_streaming_response.content(file_id) as response:
+                with partial.open("wb") as out:
+                    async for chunk in response.iter_bytes():
+                        out.write(chunk)
+
+        await self._call("GET", path, make)
+        partial.replace(dest)
+        return dest
+
+
+def job_for(ref: JobRef, journal: BatchJournal) -> BatchJob:
+    """The job itself, or the journaled job a job id or batch id names."""
+    return ref if isinstance(ref, BatchJob) else journal.get(ref)
+
+
+def client_for(
+    job: BatchJob,
+    secrets: SecretStore | None = None,
+    api_key: str | None = None,
+) -> BatchClient:
+    """A client on the job's connection, its key looked up again (or given)."""
+    from chatstep.secrets import default_secret_store
+
+    store = secrets if secrets is not None else default_secret_store()
+    return BatchClient(job.connection.resolve(store, api_key))
+
+
+async def refresh_job(client: BatchClient, job: BatchJob, journal: BatchJournal) -> None:
+    """Retrieve every part still running, then save the job."""
+    for part in job.parts:
+        if not part.done:
+            part.update(await client.retrieve(part.batch_id))
+    journal.save(job)
+
+
+async def cancel_parts(client: BatchClient, job: BatchJob, journal: BatchJournal) -> None:
+    """Ask to cancel every part still running, then save the job."""
+    for part in job.parts:
+        if not part.done and part.status != "cancelling":
+            part.update(await client.cancel(part.batch_id))
+    journal.save(job)

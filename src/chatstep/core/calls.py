@@ -1,0 +1,115 @@
+"""One-call entry points: :func:`run_step`, :func:`arun_step` and :func:`astream_step`.
+
+Each runs a step through a throwaway :class:`~chatstep.core.runner.Runner` unless one is given;
+reuse a Runner for many calls (it pools connections and keeps the cache open).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from typing import Any, TypeVar
+
+from chatstep.core.result import AnyResult
+from chatstep.core.runner import DeltaCallback, Runner, StepSource
+from chatstep.core.streaming import Delta
+
+__all__ = ["StepStream", "arun_step", "astream_step", "run_step", "run_sync"]
+
+T = TypeVar("T")
+
+
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to completion from synchronous code, even inside a running loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    # Called from inside an event loop (a notebook, an async orchestrator): run in a thread.
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = asyncio.run(coro)
+        except BaseException as exc:
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name="chatstep-run")
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]  # type: ignore[no-any-return]
+
+
+async def arun_step(
+    step: StepSource,
+    inputs: Mapping[str, Any] | None = None,
+    outputs: Mapping[str, Any] | None = None,
+    *,
+    stream: bool | None = None,
+    on_delta: DeltaCallback | None = None,
+    runner: Runner | None = None,
+) -> AnyResult:
+    """Run one step (a step object, a YAML/JSON path, or a dict) and return its result."""
+    if runner is not None:
+        return await runner.run(step, inputs, outputs, stream=stream, on_delta=on_delta)
+    async with Runner() as own:
+        return await own.run(step, inputs, outputs, stream=stream, on_delta=on_delta)
+
+
+def run_step(
+    step: StepSource,
+    inputs: Mapping[str, Any] | None = None,
+    outputs: Mapping[str, Any] | None = None,
+    *,
+    stream: bool | None = None,
+    on_delta: DeltaCallback | None = None,
+) -> AnyResult:
+    """Synchronous :func:`arun_step`."""
+    return run_sync(arun_step(step, inputs, outputs, stream=stream, on_delta=on_delta))
+
+
+class StepStream:
+    """Async iterator over a streamed step's deltas; ``result`` holds the assembled result."""
+
+    def __init__(self, task_factory: Callable[[DeltaCallback], Awaitable[AnyResult]]) -> None:
+        self._queue: asyncio.Queue[Delta | None] = asyncio.Queue()
+        self._factory = task_factory
+        self._task: asyncio.Task[AnyResult] | None = None
+        self.result: AnyResult | None = None
+
+    def __aiter__(self) -> AsyncIterator[Delta]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Delta]:
+        async def run() -> AnyResult:
+            try:
+                return await self._factory(self._queue.put_nowait)
+            finally:
+                self._queue.put_nowait(None)
+
+        self._task = asyncio.ensure_future(run())
+        try:
+            while (delta := await self._queue.get()) is not None:
+                yield delta
+            self.result = await self._task
+        finally:
+            if not self._task.done():
+                self._task.cancel()
+
+
+def astream_step(
+    step: StepSource,
+    inputs: Mapping[str, Any] | None = None,
+    outputs: Mapping[str, Any] | None = None,
+    *,
+    runner: Runner | None = None,
+) -> StepStream:
+    """Stream a chat step: ``async for delta in stream``, then ``stream.result``."""
+
+    async def factory(callback: DeltaCallback) -> AnyResult:
+        return await arun_step(step, inputs, outputs, stream=True, on_delta=callback, runner=runner)
+
+    return StepStream(factory)

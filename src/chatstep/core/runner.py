@@ -1,0 +1,394 @@
+"""The request pipeline, visible in one place.
+
+::
+
+    step --render(inputs, outputs, secrets)--> rendered step --build--> Request (no secrets)
+      --> cache? --> rate limiter --> retry policy --> backend --> Response --> StepResult
+
+:class:`Runner` holds what is shared between calls (backends and their connection pools, the
+cache, the history log, the limiter); :mod:`chatstep.core.calls` runs one step with a throwaway one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from chatstep.backends.base import Backend, Reply
+from chatstep.core.connection import BackendPool, Connection, for_local_model, resolve_connection
+from chatstep.core.render import make_context, render_step
+from chatstep.core.request import Request, build_request
+from chatstep.core.result import AnyResult, EmbeddingResult, ModerationResult, StepResult
+from chatstep.core.retry import RetryPolicy
+from chatstep.core.streaming import ChunkAssembler, Delta
+from chatstep.core.structured_output import parse_json_output
+from chatstep.errors import APIConnectionError, APIError
+from chatstep.steps.definitions import ChatCompletion, Step
+from chatstep.steps.loading import StepSource, load_step
+from chatstep.storage.cache import ResponseCache, cache_key, open_cache
+from chatstep.storage.history import History, HistoryEntry
+from chatstep.storage.history_writer import HistoryWriter
+
+if TYPE_CHECKING:
+    from chatstep.secrets import SecretStore
+
+__all__ = ["CallHooks", "DeltaCallback", "Runner", "StepSource", "as_step"]
+
+T = TypeVar("T")
+DeltaCallback = Callable[[Delta], Any]
+
+
+class CallHooks(Protocol):
+    """Observers of every call (history log, cost accounting, rate limiter feedback)."""
+
+    async def before_send(self, request: Request, conn: Connection) -> None: ...
+
+    async def after_reply(self, request: Request, conn: Connection, reply: Reply) -> None: ...
+
+    async def after_result(
+        self, step: Step, request: Request, result: AnyResult | None, error: Exception | None
+    ) -> None: ...
+
+
+@dataclass
+class _Attempt:
+    delivered: bool = False
+
+
+as_step = load_step
+"""A step object from a step, a YAML/JSON path, or a mapping (``loading.load_step``)."""
+
+
+async def _deliver(on_delta: DeltaCallback | None, delta: Delta) -> None:
+    if on_delta is None:
+        return
+    outcome = on_delta(delta)
+    if inspect.isawaitable(outcome):
+        await outcome
+
+
+async def _replay(response: dict[str, Any], on_delta: DeltaCallback | None) -> None:
+    # A cached answer streams as one delta per choice, so stream consumers still see the text.
+    if on_delta is None:
+        return
+    for choice in response.get("choices") or []:
+        message = choice.get("message") or {}
+        delta = Delta(
+            choice=int(choice.get("index", 0)),
+            content=message.get("content"),
+            tool_calls=message.get("tool_calls"),
+            finish_reason=choice.get("finish_reason"),
+        )
+        await _deliver(on_delta, delta)
+
+
+def _mirror_function_call(response: dict[str, Any]) -> None:
+    # Steps written for legacy function calling read message.function_call; the request used
+    # tools, so the first tool call is mirrored there.
+    for choice in response.get("choices") or []:
+        message = choice.get("message") or {}
+        calls = message.get("tool_calls") or []
+        if calls and not message.get("function_call"):
+            fn = calls[0].get("function") or {}
+            message["function_call"] = {"name": fn.get("name"), "arguments": fn.get("arguments")}
+
+
+class Runner:
+    """Runs steps through the pipeline; reuse one for many calls (it pools connections)."""
+
+    def __init__(
+        self,
+        *,
+        secrets: SecretStore | None = None,
+        retry: RetryPolicy | None = None,
+        backend: Backend | None = None,
+        hooks: list[CallHooks] | None = None,
+        price_table: Any = None,
+        cache: ResponseCache | str | bool | None = None,
+        cache_ttl: float | None = None,
+        history: History | bool | None = None,
+        run_id: str | None = None,
+    ) -> None:
+        """Shared settings for many calls.
+
+        ``cache``: True (the default SQLite cache), a spec for ``open_cache`` (a path or a
+        ``redis://`` URL) or a cache object turns caching on for every step that does not say
+        ``cache: false``; None or False leaves it to each step's ``cache: true``.
+        ``history``: None logs every call to the default history (unless ``CHATSTEP_HISTORY=off``),
+        False logs nothing, or a :class:`History` to log to.
+        """
+        from chatstep.accounting.pricing import default_price_table
+        from chatstep.secrets import default_secret_store
+
+        self.secrets = secrets if secrets is not None else default_secret_store()
+        self.retry = retry or RetryPolicy()
+        self.hooks = list(hooks or [])
+        self.price_table = price_table if price_table is not None else default_price_table()
+        self.cache_all = cache not in (None, False)
+        self._cache_spec = cache if isinstance(cache, str) else None
+        self._cache: ResponseCache | None = (
+            cache if cache is not None and not isinstance(cache, str | bool) else None
+        )
+        self.cache_ttl = cache_ttl
+        if history is False:
+            self.history = History.disabled()
+        elif isinstance(history, History):
+            self.history = history
+        else:
+            self.history = History()
+        self._history_writer = HistoryWriter(self.history)
+        self.run_id = run_id
+        self._backend = backend
+        self._pool = BackendPool()
+        self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+
+    async def __aenter__(self) -> Runner:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._pool.aclose()
+        self._history_writer.close()  # on the loop: it cancels the loop's flush timer
+        if self._cache is not None and self._cache_spec is not None:
+            self._cache.close()
+
+    def backend_for(self, conn: Connection) -> Backend:
+        return self._backend if self._backend is not None else self._pool.get(conn)
+
+    def prepare(
+        self,
+        step: StepSource,
+        inputs: Mapping[str, Any] | None = None,
+        outputs: Mapping[str, Any] | None = None,
+        *,
+        stream: bool | None = None,
+        prefix: str = "",
+    ) -> tuple[Step, Request, Connection]:
+        """Render a step and build its request and connection, without calling anything.
+
+        ``prefix`` is put before field paths in errors (a flow passes ``tasks[2](summarize)``).
+        """
+        definition = as_step(step)
+        context = make_context(inputs, outputs, self.secrets)
+        rendered = render_step(definition, context, prefix=prefix)
+        request = build_request(rendered, stream=stream)
+        conn = resolve_connection(rendered, self.secrets)
+        if conn.backend == "local" and self._backend is None:
+            model = for_local_model(request.model)
+            if model != request.model:
+                request = Request(request.endpoint, {**request.body, "model": model})
+        return rendered, request, conn
+
+    async def run(
+        self,
+        step: StepSource,
+        inputs: Mapping[str, Any] | None = None,
+        outputs: Mapping[str, Any] | None = None,
+        *,
+        stream: bool | None = None,
+        on_delta: DeltaCallback | None = None,
+    ) -> AnyResult:
+        """Run one step. ``stream`` (or a callback) streams a chat step; the result is whole."""
+        if on_delta is not None and stream is None:
+            stream = True
+        rendered, request, conn = self.prepare(step, inputs, outputs, stream=stream)
+        return await self.execute(rendered, request, conn, on_delta=on_delta)
+
+    async def execute(
+        self,
+        step: Step,
+        request: Request,
+        conn: Connection,
+        *,
+        on_delta: DeltaCallback | None = None,
+    ) -> AnyResult:
+        """Send a prepared request (cache first, then with retries), build and log the result."""
+        started = time.perf_counter()
+        result: AnyResult | None = None
+        error: Exception | None = None
+        try:
+            result = await self._execute(step, request, conn, on_delta, started)
+            return result
+        except Exception as exc:
+            error = exc
+            raise
+        finally:
+            latency_ms = (time.perf_counter() - started) * 1000
+            await self._record(step, request, conn, result, error, latency_ms)
+            for hook in self.hooks:
+                await hook.after_result(step, request, result, error)
+
+    async def _execute(
+        self,
+        step: Step,
+        request: Request,
+        conn: Connection,
+        on_delta: DeltaCallback | None,
+        started: float,
+    ) -> AnyResult:
+        cache, key = self._cache_for(step, request, conn)
+        if cache is not None and key is not None:
+            hit = cache.get(key)
+            if hit is not None:
+                await _replay(hit, on_delta)
+                latency_ms = (time.perf_counter() - started) * 1000
+                return self._result(step, request, Reply(hit), 0, latency_ms, conn, cached=True)
+        backend = self.backend_for(conn)
+        policy = replace(self.retry, max_retries=conn.max_retries)
+        reply, attempts = await self._send_with_retry(backend, request, conn, policy, on_delta)
+        latency_ms = (time.perf_counter() - started) * 1000
+        result = self._result(step, request, reply, attempts, latency_ms, conn)
+        if cache is not None and key is not None:
+            ttl = step.cache_ttl if isinstance(step.cache_ttl, float | int) else self.cache_ttl
+            cache.set(key, reply.body, ttl)
+        return result
+
+    def _cache_for(
+        self, step: Step, request: Request, conn: Connection
+    ) -> tuple[ResponseCache | None, str | None]:
+        wanted = step.cache if step.cache is not None else self.cache_all
+        if not wanted:
+            return None, None
+        if self._cache is None:
+            self._cache = open_cache(self._cache_spec)
+        where = conn.base_url or ("local://embedded" if conn.backend == "local" else None)
+        return self._cache, cache_key(request.endpoint, request.body, where)
+
+    async def _record(
+        self,
+        step: Step,
+        request: Request,
+        conn: Connection,
+        result: AnyResult | None,
+        error: Exception | None,
+        latency_ms: float,
+    ) -> None:
+        if not self.history.writes_enabled:
+            return
+        entry = HistoryEntry.from_exchange(
+            request.endpoint,
+            request.body,
+            result.response if result is not None else None,
+            step=step.id,
+            base_url=conn.base_url or ("local" if conn.backend == "local" else None),
+            latency_ms=result.latency_ms if result is not None else latency_ms,
+            cost_usd=result.cost if result is not None else None,
+            cached=bool(result is not None and result.cached),
+            error=f"{type(error).__name__}: {error}" if error is not None else None,
+            run_id=self.run_id,
+        )
+        self._history_writer.submit(entry)
+
+    async def _send_with_retry(
+        self,
+        backend: Backend,
+        request: Request,
+        conn: Connection,
+        policy: RetryPolicy,
+        on_delta: DeltaCallback | None,
+    ) -> tuple[Reply, int]:
+        attempt = 0
+        while True:
+            attempt += 1
+            state = _Attempt()
+            try:
+                for hook in self.hooks:
+                    await hook.before_send(request, conn)
+                reply = await self._send(backend, request, conn.timeout, on_delta, state)
+            except APIError as exc:
+                delay = None if state.delivered else policy.delay_for(exc, attempt)
+                if delay is None:
+                    raise
+                await self.sleep(delay)
+                continue
+            for hook in self.hooks:
+                await hook.after_reply(request, conn, reply)
+            return reply, attempt
+
+    async def _send(
+        self,
+        backend: Backend,
+        request: Request,
+        timeout: float,
+        on_delta: DeltaCallback | None,
+        state: _Attempt,
+    ) -> Reply:
+        body = request.body
+        if request.endpoint == "embeddings":
+            return await backend.embed(body, timeout=timeout)
+        if request.endpoint == "moderations":
+            return await backend.moderate(body, timeout=timeout)
+        if not body.get("stream"):
+            return await backend.complete(body, timeout=timeout)
+        streamed = await backend.stream(body, timeout=timeout)
+        assembler = ChunkAssembler()
+        async for chunk in streamed.chunks:
+            for delta in assembler.add(chunk):
+                if on_delta is not None:
+                    # Once a caller has seen part of an answer, a retry would show it twice.
+                    state.delivered = True
+                    await _deliver(on_delta, delta)
+        if not assembler.finished:
+            raise APIConnectionError(
+                "POST /chat/completions: the stream ended before the answer finished"
+            )
+        return Reply(assembler.response(), streamed.headers)
+
+    def _cost(self, model: str, usage: dict[str, Any], local: bool) -> float | None:
+        if self.price_table is None or not usage:
+            return None
+        cost = self.price_table.cost(model, usage, local=local)
+        return None if cost is None else float(cost.total_usd)
+
+    def _result(
+        self,
+        step: Step,
+        request: Request,
+        reply: Reply,
+        attempts: int,
+        latency_ms: float,
+        conn: Connection,
+        *,
+        cached: bool = False,
+    ) -> AnyResult:
+        response = reply.body
+        common: dict[str, Any] = {
+            "response": response,
+            "request": request,
+            "step_id": step.id,
+            "latency_ms": latency_ms,
+            "attempts": attempts,
+            "headers": dict(reply.headers),
+            "cached": cached,
+        }
+        usage = response.get("usage") if isinstance(response.get("usage"), dict) else {}
+        model = str(response.get("model") or request.model)
+        # A cache hit was paid for once already: it costs nothing now.
+        cost = 0.0 if cached else self._cost(model, usage or {}, conn.backend == "local")
+        common["cost"] = cost
+        if request.endpoint == "embeddings":
+            return EmbeddingResult(**common)
+        if request.endpoint == "moderations":
+            return ModerationResult(**common)
+        assert isinstance(step, ChatCompletion)
+        if step.functions:
+            _mirror_function_call(response)
+        result = StepResult(**common)
+        parsed = parse_json_output(result, request.body.get("response_format"))
+        if parsed:
+            result.parsed = parsed[0]
+        return result
+
+    async def list_models(self, step: StepSource | None = None) -> list[dict[str, Any]]:
+        """Models the connection offers (``step`` gives connection settings; else defaults)."""
+        definition = as_step(step) if step is not None else ChatCompletion(model="-", prompt="-")
+        conn = resolve_connection(definition, self.secrets)
+        reply = await self.backend_for(conn).list_models(timeout=conn.timeout)
+        data = reply.body.get("data")
+        return list(data) if isinstance(data, list) else []

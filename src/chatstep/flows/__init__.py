@@ -1,0 +1,1 @@
+"""Kestra-style flow files (private modules; the public names are exported from :mod:`chatstep`)."""

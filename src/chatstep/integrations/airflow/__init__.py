@@ -1,0 +1,40 @@
+"""Apache Airflow (``pip install "chatstep[airflow]"``): operators, a trigger, a hook.
+
+Names load on first use, so importing this package does not import Airflow.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS: dict[str, str] = {
+    "ChatStepOperator": "chatstep.integrations.airflow.operators",
+    "answer_of": "chatstep.integrations.airflow.operators",
+    "DEFAULT_CONN_ID": "chatstep.integrations.airflow.operators",
+    "RESPONSE_XCOM_KEY": "chatstep.integrations.airflow.operators",
+    "connection_secret_store": "chatstep.integrations.airflow.operators",
+    "connection_values": "chatstep.integrations.airflow.operators",
+    "ChatStepBatchOperator": "chatstep.integrations.airflow.batch",
+    "ChatStepBatchTrigger": "chatstep.integrations.airflow.batch",
+}
+
+__all__ = [
+    "DEFAULT_CONN_ID",
+    "RESPONSE_XCOM_KEY",
+    "ChatStepBatchOperator",
+    "ChatStepBatchTrigger",
+    "ChatStepOperator",
+    "answer_of",
+    "connection_secret_store",
+    "connection_values",
+]  # a test checks it against _EXPORTS
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

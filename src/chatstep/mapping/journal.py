@@ -1,0 +1,252 @@
+"""The run journal: each row's result recorded in SQLite the moment it completes.
+
+A map run writes one journal row per finished input row (its result, or its error) in its own
+committed transaction, in WAL mode: after a crash (even ``kill -9``) every row that finished is
+on disk, and the next run sends only the rest. Rows that were in flight at the crash had no
+result yet, so they are sent again: at most the run's concurrency.
+
+The journal is keyed by a fingerprint of the step definition and of the input: the step's
+fingerprint is stored once, and every row keeps a hash of its input. A changed step, or an input
+row that no longer matches its record, is refused (:class:`JournalMismatchError`) unless the run
+restarts. One process at a time may use a journal (an OS file lock, released even by kill -9).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from chatstep.errors import ConfigError, JournalMismatchError
+from chatstep.storage.history import new_id
+from chatstep.storage.sqlite_files import open_wal, write_transaction
+
+__all__ = [
+    "JournalMismatchError",
+    "JournalRow",
+    "RowStatus",
+    "RunJournal",
+    "row_hash",
+    "step_fingerprint",
+]
+
+SCHEMA_VERSION = 1
+RowStatus = Literal["ok", "failed"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS rows (
+    idx INTEGER PRIMARY KEY,
+    input_hash TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('ok', 'failed')),
+    record TEXT NOT NULL,
+    cost REAL,
+    finished REAL NOT NULL
+);
+"""
+
+
+def _canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def step_fingerprint(definition: Mapping[str, Any]) -> str:
+    """SHA-256 of a step definition's canonical JSON (leave the API key out of it)."""
+    return hashlib.sha256(_canonical_json(definition).encode("utf-8")).hexdigest()
+
+
+def row_hash(row: Mapping[str, Any]) -> str:
+    """A short hash of one input row (its canonical JSON)."""
+    return hashlib.sha256(_canonical_json(row).encode("utf-8")).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class JournalRow:
+    """One finished row as the journal has it."""
+
+    index: int
+    input_hash: str
+    status: RowStatus
+    record: dict[str, Any]
+    cost: float | None
+
+
+def _changed_fields(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    keys = sorted(set(old) | set(new))
+    return [k for k in keys if _canonical_json(old.get(k)) != _canonical_json(new.get(k))]
+
+
+class _FileLock:
+    """An exclusive advisory lock on ``path`` (POSIX flock; a no-op where it is missing)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def acquire(self, journal: Path) -> None:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows: no cross-process lock
+            return
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise ConfigError(
+                "journal",
+                f"{journal} is in use by another running `chatstep map`",
+                "wait for it to finish, or give this run another --journal",
+            ) from None
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the lock
+            self._fd = None
+
+
+class RunJournal:
+    """Finished rows of one map run, by input index, in a SQLite file."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        definition: Mapping[str, Any],
+        restart: bool = False,
+    ) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = _FileLock(self.path.with_name(self.path.name + ".lock"))
+        self._lock.acquire(self.path)
+        try:
+            self._conn = open_wal(self.path, timeout=30.0)
+            self._conn.executescript(_SCHEMA)
+            self._check_version()
+            self.fingerprint = step_fingerprint(definition)
+            self.resumed = self._claim(dict(definition), restart)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _check_version(self) -> None:
+        version = int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+        if version == 0:
+            self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        elif version != SCHEMA_VERSION:
+            raise JournalMismatchError(
+                "journal",
+                f"{self.path} has format version {version}; this chatstep reads {SCHEMA_VERSION}",
+                "use another --journal, or --restart to start it over",
+            )
+
+    def _meta(self, key: str) -> str | None:
+        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def _claim(self, definition: dict[str, Any], restart: bool) -> bool:
+        stored = self._meta("fingerprint")
+        if restart or stored is None:
+            with write_transaction(self._conn) as conn:
+                conn.execute("DELETE FROM rows")
+                conn.execute("DELETE FROM meta")
+                conn.executemany(
+                    "INSERT INTO meta (key, value) VALUES (?, ?)",
+                    [
+                        ("fingerprint", self.fingerprint),
+                        ("definition", _canonical_json(definition)),
+                        ("created", str(time.time())),
+                        ("run_id", _new_run_id()),
+                    ],
+                )
+            return False
+        if stored != self.fingerprint:
+            old = json.loads(self._meta("definition") or "{}")
+            changed = ", ".join(_changed_fields(old, definition)) or "unknown"
+            raise JournalMismatchError(
+                "journal",
+                f"{self.path} was started with a different step definition "
+                f"(changed: {changed}); its {self.count()} finished rows would not match "
+                "the new step",
+                "re-run with --restart to start over (finished rows are sent again), "
+                "or give this run another --journal or --output",
+            )
+        return True
+
+    @property
+    def run_id(self) -> str:
+        """An id for this journal's run (it tags the call history)."""
+        return self._meta("run_id") or ""
+
+    def finished(self) -> dict[int, tuple[RowStatus, str]]:
+        """Index -> (status, input hash) of every finished row."""
+        cursor = self._conn.execute("SELECT idx, status, input_hash FROM rows")
+        return {int(i): (status, str(h)) for i, status, h in cursor}
+
+    def get(self, index: int) -> JournalRow | None:
+        """The finished row at ``index``, or None."""
+        row = self._conn.execute(
+            "SELECT idx, input_hash, status, record, cost FROM rows WHERE idx = ?", (index,)
+        ).fetchone()
+        if row is None:
+            return None
+        return JournalRow(int(row[0]), str(row[1]), row[2], json.loads(row[3]), row[4])
+
+    def rows(self) -> Iterator[JournalRow]:
+        """Every finished row, by index."""
+        cursor = self._conn.execute(
+            "SELECT idx, input_hash, status, record, cost FROM rows ORDER BY idx"
+        )
+        for i, h, status, record, cost in cursor:
+            yield JournalRow(int(i), str(h), status, json.loads(record), cost)
+
+    def record(
+        self,
+        index: int,
+        input_hash: str,
+        status: RowStatus,
+        record: Mapping[str, Any],
+        cost: float | None,
+    ) -> None:
+        """Store a finished row (replacing an earlier failure of the same row); committed now."""
+        self._conn.execute(
+            "INSERT OR REPLACE INTO rows (idx, input_hash, status, record, cost, finished) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (index, input_hash, status, _canonical_json(record), cost, time.time()),
+        )
+
+    def spent(self) -> float:
+        """Dollars spent on the finished rows."""
+        value = self._conn.execute("SELECT coalesce(sum(cost), 0) FROM rows").fetchone()[0]
+        return float(value)
+
+    def count(self, status: RowStatus | None = None) -> int:
+        """How many rows are finished (with ``status``, or any)."""
+        if status is None:
+            return int(self._conn.execute("SELECT count(*) FROM rows").fetchone()[0])
+        sql = "SELECT count(*) FROM rows WHERE status = ?"
+        return int(self._conn.execute(sql, (status,)).fetchone()[0])
+
+    def close(self) -> None:
+        """Close the database and release the lock."""
+        with contextlib.suppress(sqlite3.Error):
+            self._conn.close()
+        self._lock.release()
+
+    def __enter__(self) -> RunJournal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _new_run_id() -> str:
+    return "map-" + new_id()

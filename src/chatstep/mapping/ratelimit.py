@@ -1,0 +1,366 @@
+"""Client-side rate limits: requests and tokens per minute, configured or learned from headers.
+
+:class:`RateLimiter` keeps two continuously refilled buckets (requests, tokens), the way
+OpenAI's own limiter works. A request takes one request and its token estimate
+(``estimate_request_tokens``: prompt plus ``max_tokens`` x ``n``) before it
+is sent; when a bucket is short, the request waits, in arrival order.
+
+Limits come from the caller (``rpm``/``tpm``) or, when not given, from the answers:
+``x-ratelimit-limit-*`` sets a bucket's size and refill rate (a minute's worth, unless
+``x-ratelimit-reset-*`` shows a longer window, such as a per-day request limit), and
+``x-ratelimit-remaining-*`` re-syncs its level with the server's. Until the first answer tells
+the limits and what is left of them, only one request is in flight, so a burst cannot hit the
+wall before we know where it is (configured limits are checked this way too: another process
+may be using the same key). A 429 pauses the whole pool for its ``Retry-After`` (else
+``default_pause``), instead of letting every worker find the wall on its own.
+
+It plugs into :class:`chatstep.core.runner.Runner` as a :class:`~chatstep.core.runner.CallHooks`
+(``before_send`` waits for budget, ``after_reply`` learns from headers). The Runner's hooks do
+not see failed attempts, so 429s reach the limiter through the retry policy, which sees every
+failure anyway: :func:`observe_failures` wraps a :class:`RetryPolicy` to report them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any
+
+from chatstep.core.retry import RetryPolicy
+from chatstep.errors import APIError, ConfigError
+
+if TYPE_CHECKING:
+    from chatstep.backends.base import Reply
+    from chatstep.core.connection import Connection
+    from chatstep.core.request import Request
+    from chatstep.core.result import AnyResult
+    from chatstep.steps.definitions import Step
+
+__all__ = ["LimiterStats", "RateLimiter", "observe_failures", "parse_reset"]
+
+#: How long the pool pauses after a 429 that names no wait (seconds).
+DEFAULT_PAUSE = 1.0
+#: How long other requests wait for the first answer to reveal the limits before going anyway.
+PROBE_TIMEOUT = 30.0
+_WINDOW = 60.0  # OpenAI's limits are per minute
+# Waits shorter than this count as none: per-minute budgets need no finer precision, and
+# float rounding must not leave a request sleeping for ever-smaller slivers of time.
+_MIN_WAIT = 1e-3
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+
+
+def parse_reset(value: str | None) -> float | None:
+    """Seconds in an ``x-ratelimit-reset-*`` value (``"1s"``, ``"6m0s"``, ``"20ms"``, ``"0.5"``)."""
+    if not value:
+        return None
+    text = value.strip().lower()
+    try:
+        return max(float(text), 0.0)
+    except ValueError:
+        pass
+    parts = _DURATION_PART.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        return None
+    return sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts)
+
+
+def _header_number(headers: Mapping[str, str], name: str) -> float | None:
+    value = headers.get(name)
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+@dataclass
+class _Bucket:
+    """A continuously refilled budget; the level may go negative (a debt) for a big request."""
+
+    limit: float
+    """Units per window (also the bucket's size)."""
+    level: float
+    updated: float
+    learned: bool
+    window: float = _WINDOW
+    """Seconds in which the bucket refills from empty: a minute, unless the server shows more."""
+
+    @property
+    def rate(self) -> float:
+        return self.limit / self.window
+
+    def refill(self, now: float) -> None:
+        if now > self.updated:
+            self.level = min(self.limit, self.level + (now - self.updated) * self.rate)
+            self.updated = now
+
+    def wait(self, cost: float) -> float:
+        """Seconds until ``cost`` fits (a cost above the size waits for a full bucket)."""
+        need = min(cost, self.limit)
+        return 0.0 if self.level >= need else (need - self.level) / self.rate
+
+
+@dataclass
+class LimiterStats:
+    """What the limiter saw: requests and tokens let through, 429s, time spent waiting."""
+
+    requests: int = 0
+    tokens: int = 0
+    rate_limited: int = 0
+    """429 answers (each pauses the pool)."""
+    waited_seconds: float = 0.0
+    """Time requests spent waiting for budget or a pause, summed over requests."""
+    learned_rpm: float | None = None
+    learned_tpm: float | None = None
+
+
+@dataclass
+class _Sent:
+    at: float
+    requests_through: float
+    """Requests let through up to and including this one (a running total)."""
+    tokens_through: float
+
+
+class RateLimiter:
+    """Requests-per-minute and tokens-per-minute budgets shared by every call of a run.
+
+    ``rpm``/``tpm`` None and ``learn`` True: learn that limit from response headers. Configured
+    limits are never raised by headers, only lowered to what the server says is left.
+    """
+
+    def __init__(
+        self,
+        *,
+        rpm: float | None = None,
+        tpm: float | None = None,
+        learn: bool = True,
+        default_pause: float = DEFAULT_PAUSE,
+        estimate: Callable[[Request], int] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
+    ) -> None:
+        for name, value in (("rpm", rpm), ("tpm", tpm)):
+            if value is not None and value <= 0:
+                raise ConfigError(name, f"must be positive, got {value}", "omit it for no limit")
+        self._clock = clock
+        self._sleep = sleep or asyncio.sleep
+        self._estimate = estimate or _estimate_tokens
+        now = clock()
+        self._requests = _Bucket(rpm, rpm, now, False) if rpm else None
+        self._tokens = _Bucket(tpm, tpm, now, False) if tpm else None
+        self.learn = learn
+        self.default_pause = default_pause
+        self.stats = LimiterStats()
+        self._lock = asyncio.Lock()
+        self._pause_until = 0.0
+        # Until the first answer tells the limits (and how much of them is left: a key may
+        # be in use elsewhere), one request at a time; configured limits are probed too.
+        self._probing = learn
+        self._probe_sent = False
+        self._probe_done = asyncio.Event()
+        self._sent: dict[int, _Sent] = {}
+        self._total_requests = 0.0
+        self._total_tokens = 0.0
+        self._synced_at = 0.0
+
+    # -- the budget ------------------------------------------------------------------------
+
+    @property
+    def rpm(self) -> float | None:
+        """The requests-per-minute limit in force (configured or learned), None if unknown."""
+        return self._requests.limit if self._requests else None
+
+    @property
+    def tpm(self) -> float | None:
+        """The tokens-per-minute limit in force (configured or learned), None if unknown."""
+        return self._tokens.limit if self._tokens else None
+
+    @property
+    def paused_for(self) -> float:
+        """Seconds left in a pool-wide pause after a 429 (0 when not paused)."""
+        return max(0.0, self._pause_until - self._clock())
+
+    def estimate(self, request: Request) -> int:
+        """The tokens this request is budgeted at."""
+        return self._estimate(request)
+
+    async def acquire(self, request: Request) -> None:
+        """Wait until the request fits the budgets (and any pause is over), then take it."""
+        cost = float(self._estimate(request))
+        started = self._clock()
+        async with self._lock:
+            await self._wait_for_probe()
+            while True:
+                now = self._clock()
+                wait = self._pause_until - now
+                for bucket, amount in ((self._requests, 1.0), (self._tokens, cost)):
+                    if bucket is not None:
+                        bucket.refill(now)
+                        wait = max(wait, bucket.wait(amount))
+                if wait < _MIN_WAIT:
+                    break
+                await self._sleep(wait)
+            if self._requests is not None:
+                self._requests.level -= 1.0
+            if self._tokens is not None:
+                self._tokens.level -= cost
+            self._total_requests += 1.0
+            self._total_tokens += cost
+            self._sent[id(request)] = _Sent(now, self._total_requests, self._total_tokens)
+            if self._probing:
+                self._probe_sent = True
+        self.stats.requests += 1
+        self.stats.tokens += int(cost)
+        self.stats.waited_seconds += max(0.0, now - started)
+
+    async def _wait_for_probe(self) -> None:
+        if not self._probing or not self._probe_sent:
+            return
+        try:
+            await asyncio.wait_for(self._probe_done.wait(), PROBE_TIMEOUT)
+        except asyncio.TimeoutError:
+            self._end_probe()
+
+    def _end_probe(self) -> None:
+        self._probing = False
+        self._probe_done.set()
+
+    # -- feedback --------------------------------------------------------------------------
+
+    def observe_headers(self, headers: Mapping[str, str], request: Request | None = None) -> None:
+        """Learn limits and re-sync levels from an answer's ``x-ratelimit-*`` headers."""
+        lower = {k.lower(): v for k, v in headers.items()} if headers else {}
+        now = self._clock()
+        sent = self._sent.pop(id(request), None) if request is not None else None
+        for kind in ("requests", "tokens"):
+            limit = _header_number(lower, f"x-ratelimit-limit-{kind}")
+            remaining = _header_number(lower, f"x-ratelimit-remaining-{kind}")
+            reset = parse_reset(lower.get(f"x-ratelimit-reset-{kind}"))
+            self._observe(kind, limit, remaining, reset, sent, now)
+        if sent is not None and (self._synced_at < sent.at):
+            self._synced_at = sent.at
+        if self._probing:
+            self._end_probe()
+
+    def _observe(
+        self,
+        kind: str,
+        limit: float | None,
+        remaining: float | None,
+        reset: float | None,
+        sent: _Sent | None,
+        now: float,
+    ) -> None:
+        bucket = self._requests if kind == "requests" else self._tokens
+        if limit is not None and limit > 0 and self.learn:
+            if bucket is None:
+                level = remaining if remaining is not None else limit
+                bucket = _Bucket(limit, level, now, True)
+                if kind == "requests":
+                    self._requests = bucket
+                else:
+                    self._tokens = bucket
+            elif bucket.learned:
+                bucket.refill(now)
+                bucket.limit = limit
+            if bucket.learned:
+                bucket.window = _window(limit, remaining, reset, bucket.window)
+            if kind == "requests":
+                self.stats.learned_rpm = bucket.limit if bucket.learned else None
+            else:
+                self.stats.learned_tpm = bucket.limit if bucket.learned else None
+        if bucket is None or remaining is None or sent is None or sent.at <= self._synced_at:
+            return
+        bucket.refill(now)
+        # The server counted ``remaining`` right after admitting this request; since then it
+        # refilled, and the requests we sent after this one were (or will be) taken from it.
+        if kind == "requests":
+            later = self._total_requests - sent.requests_through
+        else:
+            later = self._total_tokens - sent.tokens_through
+        server_now = min(bucket.limit, remaining + (now - sent.at) * bucket.rate - later)
+        # Learned budgets follow the server both ways (its count is the truth); configured
+        # ones are only lowered (the caller may want to stay below the server's limit).
+        bucket.level = server_now if bucket.learned else min(bucket.level, server_now)
+
+    def observe_failure(self, error: APIError) -> None:
+        """Pause the whole pool on a 429 (for its Retry-After); end a probe on any failure."""
+        if self._probing and self._probe_sent:
+            self._end_probe()
+        if error.status_code != 429 or error.code == "insufficient_quota":
+            return
+        self.stats.rate_limited += 1
+        now = self._clock()
+        pause = error.retry_after if error.retry_after is not None else self.default_pause
+        self._pause_until = max(self._pause_until, now + pause)
+        # The server says a budget is empty: do not spend what we think is left right after.
+        for bucket in (self._requests, self._tokens):
+            if bucket is not None:
+                bucket.refill(now)
+                bucket.level = min(bucket.level, 0.0)
+
+    def forget(self, request: Request) -> None:
+        """Drop the bookkeeping of a request that will get no answer."""
+        self._sent.pop(id(request), None)
+        if self._probing and self._probe_sent:
+            self._end_probe()
+
+    # -- CallHooks -------------------------------------------------------------------------
+
+    async def before_send(self, request: Request, conn: Connection) -> None:
+        await self.acquire(request)
+
+    async def after_reply(self, request: Request, conn: Connection, reply: Reply) -> None:
+        self.observe_headers(reply.headers, request)
+
+    async def after_result(
+        self, step: Step, request: Request, result: AnyResult | None, error: Exception | None
+    ) -> None:
+        self.forget(request)
+
+
+def _window(limit: float, remaining: float | None, reset: float | None, current: float) -> float:
+    """The refill window the headers show: ``reset`` refills ``limit - remaining``.
+
+    OpenAI's limits are per minute, and near a minute the headers' rounding is noise, so only
+    a clearly longer window (a per-day request limit) replaces the minute, and only from a
+    deficit big enough to measure.
+    """
+    if remaining is None or reset is None or reset <= 0:
+        return current
+    deficit = limit - remaining
+    if deficit < max(2.0, 0.05 * limit):
+        return current
+    seen = reset * limit / deficit
+    return seen if seen > 1.5 * _WINDOW else _WINDOW
+
+
+def _estimate_tokens(request: Request) -> int:
+    from chatstep.accounting.tokens import estimate_request_tokens
+
+    return estimate_request_tokens(request.body, request.endpoint)
+
+
+@dataclass(frozen=True)
+class _ObservedRetryPolicy(RetryPolicy):
+    """A retry policy that reports every failure it decides on to an observer."""
+
+    observer: Callable[[APIError], None] | None = field(default=None, compare=False, repr=False)
+
+    def delay_for(self, error: APIError, attempt: int) -> float | None:
+        if self.observer is not None:
+            self.observer(error)
+        return super().delay_for(error, attempt)
+
+
+def observe_failures(policy: RetryPolicy, limiter: RateLimiter) -> RetryPolicy:
+    """``policy``, also telling ``limiter`` about every failed attempt (so 429s pause the pool)."""
+    base: dict[str, Any] = {f.name: getattr(policy, f.name) for f in fields(RetryPolicy)}
+    return _ObservedRetryPolicy(**base, observer=limiter.observe_failure)

@@ -1,0 +1,438 @@
+"""Mapping a step over a dataset: a scheduler above the request pipeline.
+
+::
+
+    rows --> [journal: finished already? take it] --> render (Runner.prepare)
+         --> [--max-cost: room for its worst case?] --> workers (concurrency)
+         --> Runner.execute: cache? --> RateLimiter (a hook: rpm/tpm, learned from headers,
+             pool-wide pause on 429) --> retries --> backend; history, cost
+         --> journal.record --> reorder buffer --> output rows, in input order
+
+Each row becomes the step's ``inputs``. Rows finish out of order and are handed out in input
+order; a row is admitted only while it is fewer than ``window`` rows ahead of the next row to
+hand out, so memory stays bounded however large the dataset. Every finished row is committed
+to the :class:`RunJournal` at once, so a crashed run resumes without sending a
+finished row again. A row that fails for good keeps its error (in the output and the journal);
+errors that would fail every row (a bad key, an unknown model, no quota) stop the run instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from chatstep.accounting.budget import CostBudget, worst_case_cost
+from chatstep.core.runner import Runner
+from chatstep.errors import (
+    APIError,
+    AuthenticationError,
+    ChatstepError,
+    ConfigError,
+    NotFoundError,
+    PermissionDeniedError,
+)
+from chatstep.mapping.columns import OutputShape, error_record, result_record
+from chatstep.mapping.journal import JournalMismatchError, RowStatus, RunJournal, row_hash
+from chatstep.mapping.options import (
+    MapOptions,
+    RowSource,
+    StepSource,
+    as_step,
+    iterate_rows,
+    step_definition,
+)
+from chatstep.mapping.progress import MapProgress, MapStats
+from chatstep.mapping.ratelimit import RateLimiter, observe_failures
+from chatstep.steps.definitions import Step
+
+if TYPE_CHECKING:
+    from chatstep.accounting.pricing import PriceTable
+    from chatstep.core.connection import Connection
+    from chatstep.core.request import Request
+    from chatstep.core.result import AnyResult
+
+__all__ = ["MapOptions", "MapRun", "MapStats", "MappedRows", "amap_step", "map_step"]
+
+_PROGRESS_TICK = 0.25
+
+
+@dataclass
+class _Job:
+    index: int
+    row: Mapping[str, Any]
+    input_hash: str
+    step: Step
+    request: Request
+    conn: Connection
+    reserved: float = 0.0
+
+
+@dataclass
+class _Slot:
+    """A finished row waiting for its turn: its record, or (``from_journal``) read then.
+
+    ``stop``: the run ends before this row (``--max-cost``, or an error that stops the run).
+    """
+
+    row: Mapping[str, Any]
+    record: dict[str, Any] | None = None
+    from_journal: bool = False
+    stop: bool = False
+
+
+def _is_fatal(error: APIError) -> bool:
+    """Errors every other row would meet too: stop the run rather than fail each row."""
+    if isinstance(error, AuthenticationError | PermissionDeniedError):
+        return True
+    if isinstance(error, NotFoundError) and error.code in ("model_not_found", None):
+        return True
+    return error.status_code == 429 and error.code == "insufficient_quota"
+
+
+class MapRun:
+    """One run of a step over rows; iterate it (``async for row in run``) to get output rows.
+
+    ``stats`` is kept up to date while it runs; ``stats.stop_reason`` says why it stopped
+    early (``--max-cost``), if it did.
+    """
+
+    def __init__(
+        self,
+        step: StepSource,
+        rows: RowSource,
+        options: MapOptions | None = None,
+        *,
+        runner: Runner | None = None,
+        progress: MapProgress | None = None,
+        total: int | None = None,
+        price_table: PriceTable | None = None,
+    ) -> None:
+        self.options = options or MapOptions()
+        self.options.check()
+        self.step = as_step(step)
+        if self.options.cache is False and self.step.cache:
+            self.step = self.step.model_copy(update={"cache": False})
+        self.rows = rows
+        self.shape = OutputShape(
+            self.step,
+            self.options.select,
+            flatten=self.options.flatten,
+            fixed_columns=self.options.fixed_columns,
+            prefix=self.options.prefix,
+        )
+        self.stats = MapStats(total=total)
+        self.limiter = RateLimiter(
+            rpm=self.options.rpm, tpm=self.options.tpm, learn=self.options.learn_limits
+        )
+        self._runner = runner
+        self._progress = progress
+        self._price_table = price_table
+        self._ready: dict[int, _Slot] = {}
+        self._changed = asyncio.Event()
+        self._failure: BaseException | None = None
+        self._produced: int | None = None
+
+    def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        return self._iterate()
+
+    # -- resources -------------------------------------------------------------------------
+
+    def _open_journal(self) -> RunJournal | None:
+        spec = self.options.journal
+        if spec is None or isinstance(spec, RunJournal):
+            return spec
+        return RunJournal(spec, definition=step_definition(self.step), restart=self.options.restart)
+
+    # -- the run ---------------------------------------------------------------------------
+
+    def _make_runner(self, journal: RunJournal | None) -> Runner:
+        return Runner(
+            retry=self.options.retry,
+            price_table=self._price_table,
+            cache=self.options.runner_cache(),
+            cache_ttl=self.options.cache_ttl,
+            history=self.options.history,
+        )
+
+    async def _iterate(self) -> AsyncIterator[dict[str, Any]]:
+        journal = self._open_journal()
+        own_journal = journal is not None and not isinstance(self.options.journal, RunJournal)
+        own_runner = self._runner is None
+        runner = self._runner or self._make_runner(journal)
+        saved = (runner.hooks, runner.retry, runner.run_id)
+        runner.hooks = [*runner.hooks, self.limiter]
+        runner.retry = observe_failures(runner.retry, self.limiter)
+        if journal is not None and runner.run_id is None:
+            runner.run_id = journal.run_id
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            finished = journal.finished() if journal is not None else {}
+            self.stats.journaled = len(finished)
+            if journal is not None:
+                self.stats.journal_cost = journal.spent()
+            budget = CostBudget(self.options.max_cost, spent=self.stats.journal_cost)
+            queue: asyncio.Queue[_Job | None] = asyncio.Queue(maxsize=self.options.concurrency)
+            window = asyncio.Semaphore(self.options.window)
+            ctx = _RunContext(runner, journal, budget, finished)
+            tasks.append(asyncio.ensure_future(self._guard(self._produce(ctx, queue, window))))
+            for _ in range(self.options.concurrency):
+                tasks.append(asyncio.ensure_future(self._guard(self._work(ctx, queue))))
+            if self._progress is not None:
+                self._progress.start(self.stats)
+                tasks.append(asyncio.ensure_future(self._tick()))
+            async for row in self._hand_out(journal, window):
+                yield row
+            if self._failure is not None:
+                raise self._failure
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self.stats.finished = self.stats.started + self.stats.elapsed
+            self._sync_limiter_stats()
+            if self._progress is not None:
+                self._progress.finish(self.stats)
+            runner.hooks, runner.retry, runner.run_id = saved
+            if own_runner:
+                await runner.aclose()
+            if own_journal and journal is not None:
+                journal.close()
+
+    def _sync_limiter_stats(self) -> None:
+        self.stats.requests = self.limiter.stats.requests
+        self.stats.rate_limited = self.limiter.stats.rate_limited
+
+    async def _guard(self, work: Any) -> None:
+        try:
+            await work
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            if self._failure is None:
+                self._failure = exc
+            self._changed.set()
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(_PROGRESS_TICK)
+            self._sync_limiter_stats()
+            if self._progress is not None:
+                self._progress.refresh(self.stats)
+
+    async def _hand_out(
+        self, journal: RunJournal | None, window: asyncio.Semaphore
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Output rows in input order, as soon as each one's turn comes."""
+        index = 0
+        while True:
+            slot = self._ready.pop(index, None)
+            if slot is None:
+                if self._failure is not None:
+                    return
+                if self._produced is not None and index >= self._produced:
+                    return
+                self._changed.clear()
+                await self._changed.wait()
+                continue
+            if slot.stop:
+                return
+            record = slot.record
+            if record is None and journal is not None:
+                entry = journal.get(index)
+                record = entry.record if entry is not None else {}
+            yield self.shape.row(slot.row, record or {})
+            index += 1
+            window.release()
+
+    def _put(self, index: int, slot: _Slot) -> None:
+        self._ready[index] = slot
+        self._changed.set()
+
+    async def _produce(
+        self, ctx: _RunContext, queue: asyncio.Queue[_Job | None], window: asyncio.Semaphore
+    ) -> None:
+        index = -1
+        try:
+            async for row in iterate_rows(self.rows):
+                index += 1
+                await window.acquire()
+                if ctx.abort is not None:
+                    self._put(index, _Slot(row, stop=True))
+                    break
+                if not isinstance(row, Mapping):
+                    raise ConfigError("rows", f"row {index} is a {type(row).__name__}, not a dict")
+                job = await self._admit(ctx, index, row)
+                if job is None:
+                    continue
+                if isinstance(job, str):
+                    self.stats.stop_reason = job
+                    self._put(index, _Slot(row, stop=True))
+                    break
+                await queue.put(job)
+            self._produced = index + 1
+        finally:
+            if self._produced is None:
+                self._produced = index + 1
+            for _ in range(self.options.concurrency):
+                with contextlib.suppress(asyncio.QueueFull):
+                    queue.put_nowait(None)
+            self._changed.set()
+
+    async def _admit(
+        self, ctx: _RunContext, index: int, row: Mapping[str, Any]
+    ) -> _Job | str | None:
+        """A job to send; None when the row finished without a request; a reason to stop."""
+        input_hash = row_hash(row)
+        earlier = ctx.finished.get(index)
+        if earlier is not None:
+            status, old_hash = earlier
+            if old_hash != input_hash:
+                raise JournalMismatchError(
+                    "--input",
+                    f"row {index} differs from the row the journal recorded: the input "
+                    "changed since the journal was started",
+                    "re-run with --restart, or give this run another --journal or --output",
+                )
+            if status == "ok" or not self.options.retry_failed:
+                self.stats.from_journal += 1
+                if status == "ok":
+                    self.stats.done += 1
+                else:
+                    self.stats.failed += 1
+                self._put(index, _Slot(row, from_journal=True))
+                return None
+        try:
+            rendered, request, conn = ctx.runner.prepare(self.step, row)
+        except ChatstepError as exc:
+            self._finish(ctx, index, row, input_hash, None, exc, None)
+            return None
+        job = _Job(index, row, input_hash, rendered, request, conn)
+        if ctx.budget.limit is not None:
+            estimate = worst_case_cost(ctx.runner.price_table, request, conn)
+            if not await ctx.budget.reserve(estimate):
+                return (
+                    f"--max-cost ${ctx.budget.limit:.4f} reached: ${ctx.budget.spent:.4f} "
+                    f"spent, and row {index} may cost up to ${estimate:.4f}; "
+                    "re-run with a higher --max-cost to continue"
+                )
+            job.reserved = estimate
+        return job
+
+    async def _work(self, ctx: _RunContext, queue: asyncio.Queue[_Job | None]) -> None:
+        while (job := await queue.get()) is not None:
+            if ctx.abort is not None:
+                self._put(job.index, _Slot(job.row, stop=True))
+                continue
+            result: AnyResult | None = None
+            error: Exception | None = None
+            try:
+                result = await ctx.runner.execute(job.step, job.request, job.conn)
+            except APIError as exc:
+                error = exc
+                if _is_fatal(exc):
+                    ctx.abort = exc
+                    if self._failure is None:
+                        self._failure = exc
+            except ChatstepError as exc:
+                error = exc
+            if ctx.abort is error and error is not None:
+                if ctx.budget.limit is not None:
+                    ctx.budget.settle(job.reserved, 0.0)
+                self._put(job.index, _Slot(job.row, stop=True))
+                continue
+            self._finish(ctx, job.index, job.row, job.input_hash, result, error, job)
+
+    def _finish(
+        self,
+        ctx: _RunContext,
+        index: int,
+        row: Mapping[str, Any],
+        input_hash: str,
+        result: AnyResult | None,
+        error: Exception | None,
+        job: _Job | None,
+    ) -> None:
+        """Record a finished row (journal first), then make it ready to hand out."""
+        if result is not None:
+            if result.cached:
+                self.stats.cache_hits += 1
+            record = result_record(result)
+            status: RowStatus = "ok"
+        else:
+            assert error is not None
+            record = error_record(error)
+            status = "failed"
+        cost = float(record.get("cost") or 0.0)
+        if ctx.journal is not None:
+            ctx.journal.record(index, input_hash, status, record, cost)
+        if status == "ok":
+            self.stats.done += 1
+        else:
+            self.stats.failed += 1
+        self.stats.cost += cost
+        usage = record.get("usage") or {}
+        if not record.get("cached"):
+            self.stats.tokens += int(usage.get("total_tokens") or 0)
+        if job is not None and ctx.budget.limit is not None:
+            ctx.budget.settle(job.reserved, cost)
+        self._put(index, _Slot(row, record=record))
+
+
+@dataclass
+class _RunContext:
+    runner: Runner
+    journal: RunJournal | None
+    budget: CostBudget
+    finished: dict[int, tuple[RowStatus, str]]
+    abort: APIError | None = None
+
+
+def amap_step(
+    step: StepSource,
+    rows: RowSource,
+    *,
+    runner: Runner | None = None,
+    progress: MapProgress | None = None,
+    price_table: PriceTable | None = None,
+    **options: Any,
+) -> MapRun:
+    """Map a step over rows: ``async for out in amap_step(step, rows, concurrency=32)``.
+
+    ``rows`` is an iterable or async iterable of dicts, or a .jsonl/.csv/.parquet path.
+    ``options`` are the fields of :class:`MapOptions`. Output rows come in input order.
+    A given ``runner`` keeps its own cache, history and price settings.
+    """
+    return MapRun(
+        step,
+        rows,
+        MapOptions(**options),
+        runner=runner,
+        progress=progress,
+        price_table=price_table,
+    )
+
+
+class MappedRows(list[dict[str, Any]]):
+    """The output rows of :func:`map_step`, with the run's ``stats``."""
+
+    stats: MapStats
+
+
+def map_step(step: StepSource, rows: RowSource, **options: Any) -> MappedRows:
+    """Synchronous :func:`amap_step`: all output rows as a list (``.stats`` has the counters).
+
+    For datasets too big for memory, use :func:`chatstep.mapping.files.map_file`, or iterate
+    :func:`amap_step`.
+    """
+    from chatstep.core.calls import run_sync
+
+    async def collect() -> MappedRows:
+        run = amap_step(step, rows, **options)
+        out = MappedRows([row async for row in run])
+        out.stats = run.stats
+        return out
+
+    return run_sync(collect())

@@ -1,0 +1,162 @@
+"""Load step definitions from YAML, JSON or dicts, turning validation failures into ConfigError."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from chatstep.errors import ConfigError
+from chatstep.steps.definitions import ChatCompletion, Embedding, Moderation, Step
+
+__all__ = [
+    "StepSource",
+    "config_error",
+    "load_step",
+    "step_class_for",
+    "step_from_dict",
+    "validate_step",
+]
+
+StepSource = Step | str | Path | Mapping[str, Any]
+"""A step object, a ``.yaml``/``.yml``/``.json`` path, YAML text, or a mapping."""
+
+_STEP_CLASSES: tuple[type[ChatCompletion] | type[Moderation] | type[Embedding], ...] = (
+    ChatCompletion,
+    Moderation,
+    Embedding,
+)
+
+# Pydantic names union members and tagged-union tags inside error locations; they are not
+# field names, so they are dropped from the path shown to users.
+_UNION_TAGS = {"str", "int", "float", "bool", "list", "dict", "none", "text", "file"}
+
+
+def _is_member_tag(part: str) -> bool:
+    return (
+        part in _UNION_TAGS
+        or "[" in part
+        or part.startswith(("function-", "constrained-", "json-or-python", "literal"))
+        or part[:1].isupper()
+    )
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    previous: str | None = None
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+            continue
+        if _is_member_tag(part) or part == previous:
+            continue
+        out += f".{part}" if out else part
+        previous = part
+    return out
+
+
+_FIXES = {
+    "extra_forbidden": "remove it, or check its spelling against the configuration reference",
+    "missing": "add it",
+}
+
+
+def config_error(exc: ValidationError, prefix: str = "", rendered: bool = False) -> ConfigError:
+    """The first meaningful error of a pydantic ValidationError, as a ConfigError."""
+    errors = exc.errors(include_url=False)
+    # The deepest location is the most specific: in a union, the arm that got furthest.
+    deepest = max(len(e["loc"]) for e in errors)
+    candidates = [e for e in errors if len(e["loc"]) == deepest]
+    # A constraint violation ("at most 4 items") says more than a type mismatch of another arm.
+    candidates.sort(key=lambda e: (str(e["type"]).endswith("_type"), "template" in e["msg"]))
+    first = candidates[0]
+    path = _path(tuple(first["loc"]))
+    group = [e for e in errors if _path(tuple(e["loc"])) == path]
+    # In a templated union the value arm's message is the useful one; the template arm's is not.
+    err = first
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg = "is not a known field"
+    elif err["type"] == "missing":
+        msg = "is required"
+    elif (
+        "input" in err
+        and not isinstance(err["input"], (dict, list))
+        and not path.endswith("api_key")
+    ):
+        shown = repr(err["input"])
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        msg = f"{msg} (got {shown})"
+    if len(group) > 1 and any("template" in e["msg"] for e in group) and not rendered:
+        msg += "; a {{ template }} is also accepted"
+    if rendered:
+        msg += " after rendering its templates"
+    full = f"{prefix}.{path}" if prefix and path else prefix or path
+    return ConfigError(full, msg, _FIXES.get(err["type"], ""))
+
+
+def step_class_for(
+    type_name: str | None,
+) -> type[ChatCompletion] | type[Moderation] | type[Embedding]:
+    """The step class a ``type`` value names (``chat`` when absent)."""
+    if type_name is None:
+        return ChatCompletion
+    for cls in _STEP_CLASSES:
+        if type_name in cls.type_names:
+            return cls
+    known = ", ".join(n for c in _STEP_CLASSES for n in c.type_names)
+    raise ConfigError("type", f"unknown step type {type_name!r}", f"use one of: {known}")
+
+
+def validate_step(
+    cls: type[BaseModel], data: Mapping[str, Any], *, prefix: str = "", rendered: bool = False
+) -> Any:
+    """Validate ``data`` as ``cls``; errors become ConfigError with the field path."""
+    try:
+        return cls.model_validate(dict(data), context={"rendered": rendered})
+    except ValidationError as exc:
+        raise config_error(exc, prefix, rendered) from None
+
+
+def step_from_dict(data: Mapping[str, Any], *, prefix: str = "") -> Step:
+    """Build a step from a mapping whose optional ``type`` selects chat, moderation or embedding."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(prefix, f"a step must be a mapping, not {type(data).__name__}")
+    type_name = data.get("type")
+    if type_name is not None and not isinstance(type_name, str):
+        raise ConfigError(f"{prefix}.type" if prefix else "type", "must be a string")
+    cls = step_class_for(type_name)
+    step: Step = validate_step(cls, data, prefix=prefix)
+    return step
+
+
+def load_step(source: StepSource) -> Step:
+    """Load a step from a mapping, a ``.yaml``/``.yml``/``.json`` file, or YAML text; a step
+    object is returned as it is."""
+    if isinstance(source, ChatCompletion | Moderation | Embedding):
+        return source
+    if isinstance(source, Mapping):
+        return step_from_dict(source)
+    text: str
+    path = Path(source) if isinstance(source, Path) or "\n" not in str(source) else None
+    if path is not None and path.suffix.lower() in (".yaml", ".yml", ".json"):
+        if not path.is_file():
+            raise ConfigError("", f"step file {str(path)!r} does not exist")
+        text = path.read_text(encoding="utf-8")
+    else:
+        text = str(source)
+    try:
+        data = (
+            json.loads(text)
+            if path is not None and path.suffix == ".json"
+            else yaml.safe_load(text)
+        )
+    except (yaml.YAMLError, json.JSONDecodeError) as exc:
+        where = f" in {path}" if path else ""
+        raise ConfigError("", f"the step definition{where} is not valid YAML/JSON: {exc}") from None
+    return step_from_dict(data)

@@ -1,0 +1,1 @@
+"""Files chatstep keeps: SQLite helpers, the response cache, the call history (private)."""
