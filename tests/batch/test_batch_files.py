@@ -79,7 +79,7 @@ def test_read_rows_names_the_bad_line(tmp_path: Path) -> None:
     path.write_text('{"a": 1}\n\n[1, 2]\n')
     rows = read_rows(path)
     assert next(rows) == {"a": 1}
-    with pytest.raises(ConfigError, match=r"rows.jsonl:3.*not an object"):
+    with pytest.raises(ConfigError, match=r"rows.jsonl line 3: a row must be a JSON object"):
         next(rows)
 
 

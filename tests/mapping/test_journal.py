@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from chatstep.errors import ConfigError
+from chatstep.errors import StorageError
 from chatstep.mapping.journal import JournalMismatchError, RunJournal, row_hash
 
 STEP = {"type": "chat", "model": "gpt-4o-mini", "prompt": "Classify {{ inputs.text }}"}
@@ -87,7 +87,7 @@ def test_one_process_at_a_time(tmp_path: Path) -> None:
     path = tmp_path / "j"
     with (
         RunJournal(path, definition=STEP),
-        pytest.raises(ConfigError, match="in use by another running"),
+        pytest.raises(StorageError, match="in use by another running"),
     ):
         RunJournal(path, definition=STEP)
     with RunJournal(path, definition=STEP):

@@ -57,32 +57,13 @@ class BatchLimits:
                 raise ConfigError(f"limits.{name}", "must be at least 1")
 
 
-def _row_from_json(text: str, where: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(
-            where, f"is not valid JSON ({exc.msg} at column {exc.colno})", "write one object a line"
-        ) from None
-    if not isinstance(value, dict):
-        raise ConfigError(
-            where,
-            f"is a JSON {type(value).__name__}, not an object",
-            "write one JSON object a line; its keys are the step's inputs",
-        )
-    return value
-
-
 def read_rows(source: str | Path | Iterable[Mapping[str, Any]]) -> Iterator[dict[str, Any]]:
-    """Rows from a JSONL file (blank lines skipped) or an iterable of mappings."""
+    """Rows from a .jsonl, .csv or .parquet file (read as ``chatstep map`` reads them) or an
+    iterable of mappings; a malformed file is a ConfigError naming the file and line."""
     if isinstance(source, str | Path):
-        path = Path(source)
-        if not path.is_file():
-            raise ConfigError("input", f"file {str(path)!r} does not exist")
-        with path.open(encoding="utf-8") as lines:
-            for number, line in enumerate(lines, start=1):
-                if line.strip():
-                    yield _row_from_json(line, f"{path}:{number}")
+        from chatstep.mapping.datasets import read_rows as read_dataset
+
+        yield from read_dataset(source, option="input")
         return
     for index, row in enumerate(source):
         if not isinstance(row, Mapping):

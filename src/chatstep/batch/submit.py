@@ -9,7 +9,6 @@ so a crash leaves nothing unaccounted for; a failure part-way cancels the parts 
 from __future__ import annotations
 
 import contextlib
-import json
 import shutil
 import tempfile
 from collections.abc import Iterable, Mapping
@@ -36,6 +35,7 @@ from chatstep.batch.journal import (
 )
 from chatstep.core.structured_output import wants_json
 from chatstep.errors import APIError, ConfigError
+from chatstep.mapping.writers import finite_json
 
 if TYPE_CHECKING:
     from chatstep.core.connection import Connection
@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 __all__ = ["Rows", "asubmit_batch"]
 
 Rows = str | Path | Iterable[Mapping[str, Any]]
-"""Rows: a JSONL file, or an iterable of mappings."""
+"""Rows: a .jsonl, .csv or .parquet file, or an iterable of mappings."""
 _MAX_USER_METADATA = 14
 
 
@@ -128,7 +128,7 @@ def _render_rows(
             if endpoint == "/v1/chat/completions":
                 out.saw_format(body)
             writer.add(line, inputs)
-            copy.write(json.dumps(row, ensure_ascii=False) + "\n")
+            copy.write(finite_json(row) + "\n")  # the rows as map would write them
             out.rows += 1
     if out.rows == 0:
         raise ConfigError("input", "has no rows", "give at least one JSON object")

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from chatstep.cli.common import EXIT_CODES, print_json, reports_errors
+from chatstep.cli.common import EXIT_CODES, interrupted_exit_code, print_json, reports_errors
 
 if TYPE_CHECKING:
     from chatstep.batch.api import BatchJob, BatchResults
@@ -126,7 +126,7 @@ def _wait(
                 f"`chatstep batch cancel {job_ref}` cancels it",
                 err=True,
             )
-    raise typer.Exit(EXIT_INTERRUPTED)
+    raise typer.Exit(interrupted_exit_code())
 
 
 def _finish_wait(job: BatchJob) -> None:

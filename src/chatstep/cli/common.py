@@ -15,17 +15,22 @@ Exit codes (documented in the README):
 9     ``map``, ``batch``: the run finished but some rows failed (their errors are in the output)
 10    ``batch``: the batch failed, expired or was cancelled
 11    ``batch wait``: --timeout passed before the batch finished
+12    storage: an output, journal or lock file cannot be written (read-only, full disk, in use)
 130   interrupted (Ctrl-C)
+143   terminated (SIGTERM, how orchestrators stop a task): handled like Ctrl-C
 ====  =====================================================================
 """
 
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import typer
@@ -40,10 +45,19 @@ from chatstep.errors import (
     InternalServerError,
     OutputError,
     RateLimitError,
+    StorageError,
     redact,
 )
 
-__all__ = ["EXIT_CODES", "exit_code_for", "parse_inputs", "print_json", "reports_errors"]
+__all__ = [
+    "EXIT_CODES",
+    "exit_code_for",
+    "handles_sigterm",
+    "interrupted_exit_code",
+    "parse_inputs",
+    "print_json",
+    "reports_errors",
+]
 
 EXIT_CODES = {
     "ok": 0,
@@ -58,7 +72,9 @@ EXIT_CODES = {
     "rows_failed": 9,
     "batch_not_completed": 10,
     "wait_timeout": 11,
+    "storage": 12,
     "interrupted": 130,
+    "terminated": 143,
 }
 
 
@@ -74,20 +90,57 @@ def exit_code_for(exc: BaseException) -> int:
         return EXIT_CODES["output"]
     if isinstance(exc, BackendUnavailableError):
         return EXIT_CODES["backend"]
+    if isinstance(exc, StorageError):
+        return EXIT_CODES["storage"]
     return EXIT_CODES["unexpected"]
+
+
+_terminated = threading.Event()
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM takes Ctrl-C's path: inside ``asyncio.run`` the main task is cancelled (so
+    ``finally`` blocks flush the history and close the journal), elsewhere KeyboardInterrupt."""
+    _terminated.set()
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler):
+        handler(signal.SIGINT, frame)  # asyncio's cancels the main task; the default raises
+        return
+    raise KeyboardInterrupt
+
+
+def interrupted_exit_code() -> int:
+    """143 when SIGTERM stopped the command, 130 for Ctrl-C."""
+    return EXIT_CODES["terminated"] if _terminated.is_set() else EXIT_CODES["interrupted"]
+
+
+@contextmanager
+def handles_sigterm() -> Iterator[None]:
+    """Within the block, SIGTERM is handled like Ctrl-C (main thread only; restored after)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextmanager
 def reports_errors() -> Iterator[None]:
-    """Print a chatstep error as one line on stderr and exit with its code."""
+    """Print a chatstep error as one line on stderr and exit with its code; SIGTERM and
+    Ctrl-C stop the block the same way (exit 143 and 130)."""
     try:
-        yield
+        with handles_sigterm():
+            yield
     except ChatstepError as exc:
         typer.echo(f"error: {type(exc).__name__}: {redact(str(exc))}", err=True)
         raise typer.Exit(exit_code_for(exc)) from None
     except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        raise typer.Exit(EXIT_CODES["interrupted"]) from None
+        code = interrupted_exit_code()
+        typer.echo("terminated" if code == EXIT_CODES["terminated"] else "interrupted", err=True)
+        raise typer.Exit(code) from None
 
 
 def parse_inputs(pairs: list[str] | None) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -95,29 +96,36 @@ def map_command(
     error column. Finished rows are journaled: after a crash, the same command resumes.
     """
     from chatstep.mapping.files import map_file
-    from chatstep.mapping.progress import final_line, make_progress
+    from chatstep.mapping.progress import LineProgress, make_progress
 
+    # --no-progress still prints the summary line at the end (also when stopped by a signal).
+    shown = LineProgress(interval=math.inf) if progress is False else make_progress(progress)
     with reports_errors():
-        stats = map_file(
-            step_file,
-            input,
-            output,
-            select=select,
-            flatten=not nested,
-            prefix=prefix,
-            concurrency=concurrency,
-            rpm=rpm,
-            tpm=tpm,
-            journal=journal,
-            restart=restart,
-            retry_failed=retry_failed,
-            max_cost=max_cost,
-            cache=None if no_cache else cache,
-            history=not no_history,
-            progress=make_progress(progress),
-        )
-    if progress is False:
-        typer.echo(f"chatstep map: {final_line(stats)}", err=True)
+        try:
+            stats = map_file(
+                step_file,
+                input,
+                output,
+                select=select,
+                flatten=not nested,
+                prefix=prefix,
+                concurrency=concurrency,
+                rpm=rpm,
+                tpm=tpm,
+                journal=journal,
+                restart=restart,
+                retry_failed=retry_failed,
+                max_cost=max_cost,
+                cache=None if no_cache else cache,
+                history=not no_history,
+                progress=shown,
+            )
+        except KeyboardInterrupt:
+            typer.echo(
+                "stopped: the finished rows are in the journal; the same command resumes",
+                err=True,
+            )
+            raise
     if stats.stop_reason is not None:
         typer.echo(f"stopped early: {stats.stop_reason}", err=True)
         raise typer.Exit(EXIT_BUDGET)

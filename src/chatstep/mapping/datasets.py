@@ -1,11 +1,21 @@
-"""Reading and writing datasets as streams of rows: JSON Lines, CSV and Parquet.
+"""Reading datasets as streams of rows: JSON Lines, CSV and Parquet.
 
-Rows are dicts, read and written one at a time (Parquet in batches), so a dataset never has to
-fit in memory. Parquet needs ``pyarrow`` (``pip install 'chatstep[parquet]'``).
+Rows are dicts, read one at a time (Parquet in batches), so a dataset never has to fit in
+memory. Parquet needs ``pyarrow`` (``pip install 'chatstep[parquet]'``). ``chatstep map``,
+``chatstep batch submit`` and flow map tasks all read rows here.
 
-Writers write to ``<output>.partial`` and rename it over the output when :meth:`RowWriter.commit`
-is called, so an output file is never half-written: after a crash it is either the previous
-complete file or absent.
+Reading is strict and bounded: a malformed file is a :class:`~chatstep.errors.ConfigError`
+naming the file and the line where the bad record starts, never a silently merged or padded row.
+
+- text must be UTF-8 (a byte-order mark is dropped);
+- a JSON Lines row is one JSON object of at most :data:`MAX_ROW_BYTES`, nested at most
+  :data:`MAX_JSON_DEPTH` deep, with no ``NaN``/``Infinity`` (not JSON) and integers of at most
+  4,300 digits (Python's limit);
+- a CSV record is parsed strictly (an unclosed quote is an error, not a field that swallows the
+  next rows), has exactly as many values as the header has names, and no value longer than
+  :data:`MAX_CSV_FIELD_CHARS`.
+
+Writing lives in :mod:`chatstep.mapping.writers`.
 """
 
 from __future__ import annotations
@@ -13,18 +23,22 @@ from __future__ import annotations
 import csv
 import importlib
 import json
-import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, Literal, Protocol
+from typing import IO, Any, Literal
 
 from chatstep.errors import BackendUnavailableError, ConfigError
+from chatstep.mapping.writers import RowWriter, csv_cell, open_writer
 
 __all__ = [
     "FORMATS",
+    "MAX_CSV_FIELD_CHARS",
+    "MAX_JSON_DEPTH",
+    "MAX_ROW_BYTES",
     "DatasetFormat",
     "RowWriter",
     "count_rows",
+    "csv_cell",
     "dataset_format",
     "open_writer",
     "read_rows",
@@ -39,6 +53,12 @@ FORMATS: dict[str, DatasetFormat] = {
     ".pq": "parquet",
 }
 PARQUET_BATCH_ROWS = 1000
+#: Longest JSON Lines row read, in bytes (16 MiB).
+MAX_ROW_BYTES = 16 * 1024 * 1024
+#: Deepest nesting of arrays and objects in a JSON Lines row.
+MAX_JSON_DEPTH = 100
+#: Longest CSV value read, in characters (16 MiB; Python's csv default is 128 KiB).
+MAX_CSV_FIELD_CHARS = 16 * 1024 * 1024
 
 
 def dataset_format(path: str | Path, given: str | None = None, *, option: str = "path") -> str:
@@ -70,64 +90,174 @@ def _pyarrow_parquet() -> Any:
     return pq
 
 
-def _open_text(path: Path, option: str) -> IO[str]:
+def _open_binary(path: Path, option: str) -> IO[bytes]:
     if not path.is_file():
         raise ConfigError(option, f"file {str(path)!r} does not exist")
-    # utf-8-sig drops the byte-order mark spreadsheet programs put at the start of a CSV.
-    return path.open("r", encoding="utf-8-sig", newline="")
+    try:
+        return path.open("rb")
+    except OSError as exc:
+        raise ConfigError(option, f"{path}: cannot be read ({exc.strerror})") from None
+
+
+def _lines(handle: IO[bytes], path: Path, option: str) -> Iterator[tuple[int, str]]:
+    """(line number, text) of each line, decoded strictly; a line is at most MAX_ROW_BYTES."""
+    number = 0
+    while True:
+        raw = handle.readline(MAX_ROW_BYTES + 1)
+        if not raw:
+            return
+        number += 1
+        if len(raw) > MAX_ROW_BYTES and not raw.endswith(b"\n"):
+            raise ConfigError(
+                option,
+                f"{path} line {number}: longer than {MAX_ROW_BYTES:,} bytes "
+                "(chatstep's MAX_ROW_BYTES)",
+                "split the row, or pass the long text as a file",
+            )
+        try:
+            # utf-8-sig drops the byte-order mark spreadsheet programs put at the start.
+            text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                option,
+                f"{path} line {number}: not valid UTF-8 (byte {exc.start + 1} of the line)",
+                "save the file as UTF-8",
+            ) from None
+        yield number, text
+
+
+def _json_depth(value: Any) -> int:
+    depth, level = 0, [value]
+    while level:
+        depth += 1
+        nxt: list[Any] = []
+        for item in level:
+            if isinstance(item, dict):
+                nxt.extend(item.values())
+            elif isinstance(item, list):
+                nxt.extend(item)
+        level = nxt
+    return depth - 1
+
+
+def _not_json_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON (write null, or the value as a string)")
+
+
+def _parse_json_row(text: str, where: str, option: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text, parse_constant=_not_json_constant)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(option, f"{where}: not valid JSON ({exc.msg})") from None
+    except RecursionError:
+        raise ConfigError(
+            option, f"{where}: nested too deeply (at most {MAX_JSON_DEPTH} levels)"
+        ) from None
+    except ValueError as exc:  # NaN/Infinity, or an integer over Python's 4,300-digit limit
+        raise ConfigError(option, f"{where}: {exc}") from None
+    if not isinstance(value, dict):
+        raise ConfigError(
+            option, f"{where}: a row must be a JSON object, not {type(value).__name__}"
+        )
+    if _json_depth(value) > MAX_JSON_DEPTH:
+        raise ConfigError(option, f"{where}: nested too deeply (at most {MAX_JSON_DEPTH} levels)")
+    return value
 
 
 def _read_jsonl(path: Path, option: str) -> Iterator[dict[str, Any]]:
-    with _open_text(path, option) as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                value = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(
-                    option, f"{path} line {number}: not valid JSON ({exc.msg})"
-                ) from None
-            if not isinstance(value, dict):
-                raise ConfigError(
-                    option,
-                    f"{path} line {number}: a row must be a JSON object, "
-                    f"not {type(value).__name__}",
-                )
-            yield value
+    with _open_binary(path, option) as handle:
+        for number, line in _lines(handle, path, option):
+            if line.strip():
+                yield _parse_json_row(line, f"{path} line {number}", option)
 
 
 def _read_csv(path: Path, option: str) -> Iterator[dict[str, Any]]:
-    with _open_text(path, option) as handle:
-        reader = csv.DictReader(handle)
-        names = reader.fieldnames or []
-        blank = [i for i, name in enumerate(names) if not name.strip()]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if blank or dupes:
-            problem = f"column {blank[0] + 1} has no name" if blank else f"repeated: {dupes}"
-            raise ConfigError(option, f"{path}: the header row is invalid ({problem})")
-        for row in reader:
-            if None in row:
+    # The limit is process-wide in Python's csv module; chatstep sets its documented bound.
+    csv.field_size_limit(MAX_CSV_FIELD_CHARS)
+    with _open_binary(path, option) as handle:
+        lines = _lines(handle, path, option)
+        where = {"line": 0}
+
+        def texts() -> Iterator[str]:
+            for number, text in lines:
+                where["line"] = number
+                yield text
+
+        reader = csv.reader(texts(), strict=True)
+        names: list[str] | None = None
+        start = 1
+        while True:
+            try:
+                record = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                problem = str(exc)
+                if "field larger than field limit" in problem:
+                    problem = (
+                        f"a value is longer than {MAX_CSV_FIELD_CHARS:,} characters "
+                        "(chatstep's MAX_CSV_FIELD_CHARS)"
+                    )
+                elif "unexpected end of data" in problem:
+                    problem = "a quoted value is never closed (an unmatched '\"')"
                 raise ConfigError(
                     option,
-                    f"{path} line {reader.line_num}: more values than header columns",
+                    f"{path} line {start}: the record starting here is not valid CSV ({problem})",
+                    "quote values that hold commas, quotes or line breaks, and double the "
+                    'quotes inside them ("")',
+                ) from None
+            here, start = start, where["line"] + 1
+            if not record:
+                continue  # a blank line
+            if names is None:
+                names = record
+                blank = [i for i, name in enumerate(names) if not name.strip()]
+                dupes = sorted({n for n in names if names.count(n) > 1})
+                if blank or dupes:
+                    problem = (
+                        f"column {blank[0] + 1} has no name" if blank else f"repeated: {dupes}"
+                    )
+                    raise ConfigError(option, f"{path}: the header row is invalid ({problem})")
+                continue
+            if len(record) != len(names):
+                more = "more" if len(record) > len(names) else "fewer"
+                raise ConfigError(
+                    option,
+                    f"{path} line {here}: {len(record)} values, {more} than the header's "
+                    f"{len(names)} columns",
+                    "give every row one value per column (an empty value is ,,)",
                 )
-            yield dict(row)
+            yield dict(zip(names, record, strict=True))
 
 
 def _read_parquet(path: Path, option: str) -> Iterator[dict[str, Any]]:
     if not path.is_file():
         raise ConfigError(option, f"file {str(path)!r} does not exist")
     pq = _pyarrow_parquet()
-    source = pq.ParquetFile(path)
-    for batch in source.iter_batches(batch_size=PARQUET_BATCH_ROWS):
-        yield from batch.to_pylist()
+    pa: Any = importlib.import_module("pyarrow")
+    rows = 0
+    try:
+        source = pq.ParquetFile(path)
+        for batch in source.iter_batches(batch_size=PARQUET_BATCH_ROWS):
+            rows += batch.num_rows
+            yield from batch.to_pylist()
+    except (pa.ArrowException, OSError) as exc:
+        raise ConfigError(
+            option,
+            f"{path}: not a readable Parquet file (after {rows} rows: {exc})",
+            "write it again, or give a .jsonl or .csv file",
+        ) from None
 
 
 def read_rows(
     path: str | Path, format: str | None = None, *, option: str = "--input"
 ) -> Iterator[dict[str, Any]]:
-    """The rows of a dataset file, one dict at a time."""
+    """The rows of a dataset file, one dict at a time.
+
+    Raises :class:`~chatstep.errors.ConfigError` (naming the file and line) for a missing or
+    malformed file, and :class:`~chatstep.errors.BackendUnavailableError` for Parquet without
+    pyarrow.
+    """
     kind = dataset_format(path, format, option=option)
     readers = {"jsonl": _read_jsonl, "csv": _read_csv, "parquet": _read_parquet}
     return readers[kind](Path(path), option)
@@ -137,197 +267,11 @@ def count_rows(path: str | Path, format: str | None = None) -> int:
     """How many rows a dataset file holds (Parquet from its metadata; others by reading)."""
     kind = dataset_format(path, format)
     if kind == "parquet":
-        return int(_pyarrow_parquet().ParquetFile(path).metadata.num_rows)
+        try:
+            return int(_pyarrow_parquet().ParquetFile(path).metadata.num_rows)
+        except (ValueError, OSError):
+            return sum(1 for _ in read_rows(path, kind))  # raises the ConfigError
     if kind == "jsonl":
         with Path(path).open("rb") as handle:
             return sum(1 for line in handle if line.strip())
     return sum(1 for _ in read_rows(path, kind))
-
-
-class RowWriter(Protocol):
-    """Writes rows to a file; the file appears only on :meth:`commit`."""
-
-    path: Path
-
-    def write(self, row: Mapping[str, Any]) -> None: ...
-
-    def commit(self) -> None:
-        """Finish the file and move it into place."""
-        ...
-
-    def abort(self) -> None:
-        """Drop the unfinished file."""
-        ...
-
-
-def _partial_path(path: Path) -> Path:
-    return path.with_name(path.name + ".partial")
-
-
-class _TextWriter:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._partial = _partial_path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._handle: IO[str] = self._partial.open("w", encoding="utf-8", newline="")
-
-    def commit(self) -> None:
-        self._handle.close()
-        os.replace(self._partial, self.path)
-
-    def abort(self) -> None:
-        self._handle.close()
-        self._partial.unlink(missing_ok=True)
-
-
-class _JsonlWriter(_TextWriter):
-    def write(self, row: Mapping[str, Any]) -> None:
-        self._handle.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
-
-
-def csv_cell(value: Any) -> str:
-    """A value as CSV text: None empty, booleans ``true``/``false``, containers as JSON."""
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    return json.dumps(value, ensure_ascii=False, default=str)
-
-
-class _CsvWriter(_TextWriter):
-    def __init__(self, path: Path) -> None:
-        super().__init__(path)
-        self._writer = csv.writer(self._handle)
-        self._columns: list[str] | None = None
-        self._known: set[str] = set()
-        self._rows = 0
-
-    def write(self, row: Mapping[str, Any]) -> None:
-        self._rows += 1
-        if self._columns is None:
-            self._columns = list(row)
-            self._known = set(self._columns)
-            self._writer.writerow(self._columns)
-        extra = [k for k in row if k not in self._known]
-        if extra:
-            raise ConfigError(
-                "--output",
-                f"{self.path}: row {self._rows} has column {extra[0]!r}, which the CSV header "
-                f"({', '.join(self._columns)}) does not have",
-                "write JSON Lines (.jsonl) for rows whose columns vary",
-            )
-        self._writer.writerow([csv_cell(row.get(name)) for name in self._columns])
-
-
-class _ParquetWriter:
-    def __init__(self, path: Path, types: Mapping[str, str] | None) -> None:
-        self._pq = _pyarrow_parquet()
-        self._pa: Any = importlib.import_module("pyarrow")
-        self.path = path
-        self._partial = _partial_path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._types = dict(types or {})
-        self._batch: list[Mapping[str, Any]] = []
-        self._writer: Any = None
-        self._schema: Any = None
-
-    def write(self, row: Mapping[str, Any]) -> None:
-        self._batch.append(row)
-        if len(self._batch) >= PARQUET_BATCH_ROWS:
-            self._flush()
-
-    def _first_schema(self, rows: list[Mapping[str, Any]]) -> Any:
-        pa = self._pa
-        inferred = pa.Table.from_pylist(rows).schema
-        hinted = {"string": pa.string(), "float": pa.float64(), "int": pa.int64()}
-        fields = []
-        for f in inferred:
-            kind = self._types.get(f.name)
-            if kind in hinted:
-                fields.append(pa.field(f.name, hinted[kind]))
-            elif pa.types.is_null(f.type):
-                # A column empty in the first batch: text is the type most values can take.
-                fields.append(pa.field(f.name, pa.string()))
-            else:
-                fields.append(f)
-        return pa.schema(fields)
-
-    def _table(self, rows: list[Mapping[str, Any]]) -> Any:
-        pa = self._pa
-        names = set(self._schema.names)
-        for number, row in enumerate(rows):
-            extra = [k for k in row if k not in names]
-            if extra:
-                raise ConfigError(
-                    "--output",
-                    f"{self.path}: a row has column {extra[0]!r}, which earlier rows did not "
-                    f"have (row {number + 1} of its batch)",
-                    "write JSON Lines (.jsonl) for rows whose columns vary",
-                )
-        try:
-            return pa.Table.from_pylist(list(rows), schema=self._schema)
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-            # Text columns take anything, written as text; other type clashes are real errors.
-            fixed = [
-                {
-                    k: (
-                        csv_cell(v)
-                        if v is not None and pa.types.is_string(self._schema.field(k).type)
-                        else v
-                    )
-                    for k, v in row.items()
-                }
-                for row in rows
-            ]
-            try:
-                return pa.Table.from_pylist(fixed, schema=self._schema)
-            except (pa.ArrowInvalid, pa.ArrowTypeError):
-                raise ConfigError(
-                    "--output",
-                    f"{self.path}: values do not fit the column types of earlier rows ({exc})",
-                    "write JSON Lines (.jsonl), or make the column's values one type",
-                ) from None
-
-    def _flush(self) -> None:
-        if not self._batch:
-            return
-        rows, self._batch = self._batch, []
-        if self._schema is None:
-            self._schema = self._first_schema(rows)
-            self._writer = self._pq.ParquetWriter(self._partial, self._schema)
-        self._writer.write_table(self._table(rows))
-
-    def commit(self) -> None:
-        self._flush()
-        if self._writer is None:
-            # No rows at all: an empty file with no columns is still a valid Parquet file.
-            self._schema = self._pa.schema([])
-            self._writer = self._pq.ParquetWriter(self._partial, self._schema)
-        self._writer.close()
-        os.replace(self._partial, self.path)
-
-    def abort(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-        self._partial.unlink(missing_ok=True)
-
-
-def open_writer(
-    path: str | Path,
-    format: str | None = None,
-    *,
-    types: Mapping[str, str] | None = None,
-) -> RowWriter:
-    """A writer for ``path``. A CSV header is the first row's keys; ``types`` hints Parquet
-    column types (``string``, ``float``, ``int``) by name."""
-    target = Path(path)
-    kind = dataset_format(target, format, option="--output")
-    if kind == "jsonl":
-        return _JsonlWriter(target)
-    if kind == "csv":
-        return _CsvWriter(target)
-    return _ParquetWriter(target, types)

@@ -8,7 +8,9 @@ result yet, so they are sent again: at most the run's concurrency.
 The journal is keyed by a fingerprint of the step definition and of the input: the step's
 fingerprint is stored once, and every row keeps a hash of its input. A changed step, or an input
 row that no longer matches its record, is refused (:class:`JournalMismatchError`) unless the run
-restarts. One process at a time may use a journal (an OS file lock, released even by kill -9).
+restarts. One process at a time may use a journal (an OS file lock through ``filelock``,
+released even by kill -9; another run is refused with :class:`StorageError`). A journal the
+disk refuses (read-only, full) is a :class:`StorageError` too.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import sqlite3
 import time
 from collections.abc import Iterator, Mapping
@@ -24,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from chatstep.errors import ConfigError, JournalMismatchError
+from chatstep.errors import JournalMismatchError, StorageError
+from chatstep.storage.files import ExclusiveLock, sqlite_storage_error, storage_error
 from chatstep.storage.history import new_id
 from chatstep.storage.sqlite_files import open_wal, write_transaction
 
@@ -83,36 +85,6 @@ def _changed_fields(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]
     return [k for k in keys if _canonical_json(old.get(k)) != _canonical_json(new.get(k))]
 
 
-class _FileLock:
-    """An exclusive advisory lock on ``path`` (POSIX flock; a no-op where it is missing)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fd: int | None = None
-
-    def acquire(self, journal: Path) -> None:
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - Windows: no cross-process lock
-            return
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            raise ConfigError(
-                "journal",
-                f"{journal} is in use by another running `chatstep map`",
-                "wait for it to finish, or give this run another --journal",
-            ) from None
-        self._fd = fd
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # closing the descriptor drops the lock
-            self._fd = None
-
-
 class RunJournal:
     """Finished rows of one map run, by input index, in a SQLite file."""
 
@@ -124,23 +96,33 @@ class RunJournal:
         restart: bool = False,
     ) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = _FileLock(self.path.with_name(self.path.name + ".lock"))
-        self._lock.acquire(self.path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise storage_error(self.path.parent, exc, "create the journal's directory") from None
+        self._lock = ExclusiveLock(
+            self.path,
+            what="the journal",
+            fix="wait for the other run to finish, or give this run another --journal",
+        ).acquire()
+        self._conn: sqlite3.Connection | None = None
         try:
             self._conn = open_wal(self.path, timeout=30.0)
-            self._conn.executescript(_SCHEMA)
+            self._db.executescript(_SCHEMA)
             self._check_version()
             self.fingerprint = step_fingerprint(definition)
             self.resumed = self._claim(dict(definition), restart)
+        except sqlite3.Error as exc:
+            self.close()
+            raise sqlite_storage_error(self.path, exc, "open the journal") from None
         except BaseException:
-            self._lock.release()
+            self.close()
             raise
 
     def _check_version(self) -> None:
-        version = int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+        version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
         if version == 0:
-            self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         elif version != SCHEMA_VERSION:
             raise JournalMismatchError(
                 "journal",
@@ -149,13 +131,13 @@ class RunJournal:
             )
 
     def _meta(self, key: str) -> str | None:
-        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
     def _claim(self, definition: dict[str, Any], restart: bool) -> bool:
         stored = self._meta("fingerprint")
         if restart or stored is None:
-            with write_transaction(self._conn) as conn:
+            with write_transaction(self._db) as conn:
                 conn.execute("DELETE FROM rows")
                 conn.execute("DELETE FROM meta")
                 conn.executemany(
@@ -182,18 +164,24 @@ class RunJournal:
         return True
 
     @property
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StorageError(str(self.path), "the journal is closed")
+        return self._conn
+
+    @property
     def run_id(self) -> str:
         """An id for this journal's run (it tags the call history)."""
         return self._meta("run_id") or ""
 
     def finished(self) -> dict[int, tuple[RowStatus, str]]:
         """Index -> (status, input hash) of every finished row."""
-        cursor = self._conn.execute("SELECT idx, status, input_hash FROM rows")
+        cursor = self._db.execute("SELECT idx, status, input_hash FROM rows")
         return {int(i): (status, str(h)) for i, status, h in cursor}
 
     def get(self, index: int) -> JournalRow | None:
         """The finished row at ``index``, or None."""
-        row = self._conn.execute(
+        row = self._db.execute(
             "SELECT idx, input_hash, status, record, cost FROM rows WHERE idx = ?", (index,)
         ).fetchone()
         if row is None:
@@ -202,7 +190,7 @@ class RunJournal:
 
     def rows(self) -> Iterator[JournalRow]:
         """Every finished row, by index."""
-        cursor = self._conn.execute(
+        cursor = self._db.execute(
             "SELECT idx, input_hash, status, record, cost FROM rows ORDER BY idx"
         )
         for i, h, status, record, cost in cursor:
@@ -216,29 +204,37 @@ class RunJournal:
         record: Mapping[str, Any],
         cost: float | None,
     ) -> None:
-        """Store a finished row (replacing an earlier failure of the same row); committed now."""
-        self._conn.execute(
-            "INSERT OR REPLACE INTO rows (idx, input_hash, status, record, cost, finished) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (index, input_hash, status, _canonical_json(record), cost, time.time()),
-        )
+        """Store a finished row (replacing an earlier failure of the same row); committed now.
+
+        Raises :class:`StorageError` when the disk refuses it (full, read-only).
+        """
+        try:
+            self._db.execute(
+                "INSERT OR REPLACE INTO rows (idx, input_hash, status, record, cost, finished) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (index, input_hash, status, _canonical_json(record), cost, time.time()),
+            )
+        except sqlite3.Error as exc:
+            raise sqlite_storage_error(self.path, exc, f"record row {index}") from None
 
     def spent(self) -> float:
         """Dollars spent on the finished rows."""
-        value = self._conn.execute("SELECT coalesce(sum(cost), 0) FROM rows").fetchone()[0]
+        value = self._db.execute("SELECT coalesce(sum(cost), 0) FROM rows").fetchone()[0]
         return float(value)
 
     def count(self, status: RowStatus | None = None) -> int:
         """How many rows are finished (with ``status``, or any)."""
         if status is None:
-            return int(self._conn.execute("SELECT count(*) FROM rows").fetchone()[0])
+            return int(self._db.execute("SELECT count(*) FROM rows").fetchone()[0])
         sql = "SELECT count(*) FROM rows WHERE status = ?"
-        return int(self._conn.execute(sql, (status,)).fetchone()[0])
+        return int(self._db.execute(sql, (status,)).fetchone()[0])
 
     def close(self) -> None:
-        """Close the database and release the lock."""
-        with contextlib.suppress(sqlite3.Error):
-            self._conn.close()
+        """Close the database and release the lock (idempotent; never raises)."""
+        if self._conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.close()
+            self._conn = None
         self._lock.release()
 
     def __enter__(self) -> RunJournal:

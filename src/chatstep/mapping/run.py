@@ -134,17 +134,34 @@ class MapRun:
         self._changed = asyncio.Event()
         self._failure: BaseException | None = None
         self._produced: int | None = None
+        self._own_journal: RunJournal | None = None
 
     def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
         return self._iterate()
 
     # -- resources -------------------------------------------------------------------------
 
-    def _open_journal(self) -> RunJournal | None:
+    def open_journal(self) -> RunJournal | None:
+        """Open (and lock) the run's journal now, before anything is sent; None without one.
+
+        Iterating calls this; call it first to find a locked or unwritable journal
+        (:class:`~chatstep.errors.StorageError`) before opening the output. A journal
+        opened from a path is closed when the iteration ends, or by :meth:`close`.
+        """
         spec = self.options.journal
         if spec is None or isinstance(spec, RunJournal):
             return spec
-        return RunJournal(spec, definition=step_definition(self.step), restart=self.options.restart)
+        if self._own_journal is None:
+            self._own_journal = RunJournal(
+                spec, definition=step_definition(self.step), restart=self.options.restart
+            )
+        return self._own_journal
+
+    def close(self) -> None:
+        """Close the journal this run opened (idempotent)."""
+        if self._own_journal is not None:
+            self._own_journal.close()
+            self._own_journal = None
 
     # -- the run ---------------------------------------------------------------------------
 
@@ -158,8 +175,7 @@ class MapRun:
         )
 
     async def _iterate(self) -> AsyncIterator[dict[str, Any]]:
-        journal = self._open_journal()
-        own_journal = journal is not None and not isinstance(self.options.journal, RunJournal)
+        journal = self.open_journal()
         own_runner = self._runner is None
         runner = self._runner or self._make_runner(journal)
         saved = (runner.hooks, runner.retry, runner.run_id)
@@ -196,10 +212,11 @@ class MapRun:
             if self._progress is not None:
                 self._progress.finish(self.stats)
             runner.hooks, runner.retry, runner.run_id = saved
-            if own_runner:
-                await runner.aclose()
-            if own_journal and journal is not None:
-                journal.close()
+            try:
+                if own_runner:
+                    await runner.aclose()
+            finally:
+                self.close()
 
     def _sync_limiter_stats(self) -> None:
         self.stats.requests = self.limiter.stats.requests
