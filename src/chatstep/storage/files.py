@@ -30,7 +30,7 @@ def storage_error(path: str | Path, exc: OSError, action: str) -> StorageError:
     if exc.errno in _SPACE:
         fix = "free some space (or raise the file size limit)" + _RESUME
     elif exc.errno in _PERMISSION:
-        fix = "make the directory writable, or write somewhere else" + _RESUME
+        fix = "make the directory writable, or write somewhere else"
     else:
         fix = "fix the cause" + _RESUME
     return StorageError(str(path), f"cannot {action}: {reason}", fix)
@@ -73,6 +73,7 @@ class ExclusiveLock:
 
         lock = filelock.FileLock(str(lock_path(self.path)), timeout=0)
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             lock.acquire()
         except filelock.Timeout:
             raise StorageError(
