@@ -90,8 +90,11 @@ def test_cancel_command(openai_env: TestServer, step_file: Path, rows_file: Path
     assert "cancelled" in ended.stderr
 
 
-def test_ctrl_c_during_wait_cancels_the_batch(
-    openai_env: TestServer, step_file: Path, rows_file: Path
+@pytest.mark.parametrize(
+    ("stop", "code"), [(signal.SIGINT, EXIT_INTERRUPTED), (signal.SIGTERM, 143)]
+)
+def test_ctrl_c_or_sigterm_during_wait_cancels_the_batch(
+    openai_env: TestServer, step_file: Path, rows_file: Path, stop: signal.Signals, code: int
 ) -> None:
     openai_env.handler = lambda path, body: Delay(0.5) if path.endswith("/completions") else None
     job_id = runner.invoke(app, ["batch", "submit", str(step_file), "-i", str(rows_file)]).stdout
@@ -108,9 +111,9 @@ def test_ctrl_c_during_wait_cancels_the_batch(
     # The first progress line means the wait loop is running.
     first = wait.stderr.readline()
     assert job_id.strip() in first, first
-    wait.send_signal(signal.SIGINT)
+    wait.send_signal(stop)
     _, err = wait.communicate(timeout=60)
-    assert wait.returncode == EXIT_INTERRUPTED, err
+    assert wait.returncode == code, err
     assert "cancelling" in err
     assert [r for r in openai_env.requests if r.path.endswith("/cancel")]
 
@@ -171,3 +174,36 @@ def test_ctrl_c_on_a_terminal_asks_before_cancelling(
     else:
         assert f"batch job {job_id} keeps running" in err
         assert cancels == []
+
+
+@pytest.mark.parametrize("kind", ["csv", "parquet"])
+def test_submit_reads_csv_and_parquet_rows_as_map_does(
+    openai_env: TestServer, step_file: Path, tmp_path: Path, kind: str
+) -> None:
+    rows = tmp_path / f"rows.{kind}"
+    if kind == "csv":
+        rows.write_text('n,text\n0,first\n1,"with, a comma"\n2,third\n')
+    else:
+        pq = pytest.importorskip("pyarrow.parquet")
+        pa = pytest.importorskip("pyarrow")
+        pq.write_table(
+            pa.table({"n": [0, 1, 2], "text": ["first", "with, a comma", "third"]}), rows
+        )
+    out = tmp_path / "out.jsonl"
+    args = ["batch", "submit", str(step_file), "--input", str(rows), "--wait", "--poll", "0.05"]
+    done = runner.invoke(app, [*args, "--output", str(out)])
+    assert done.exit_code == 0, done.output
+    joined = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [row["input"]["text"] for row in joined] == ["first", "with, a comma", "third"]
+    assert all(row["ok"] for row in joined)
+
+
+def test_submit_refuses_a_malformed_csv_naming_the_line(
+    openai_env: TestServer, step_file: Path, tmp_path: Path
+) -> None:
+    rows = tmp_path / "rows.csv"
+    rows.write_text('n,text\n0,"ok"\n1,"open quote\n2,next\n')
+    done = runner.invoke(app, ["batch", "submit", str(step_file), "--input", str(rows)])
+    assert done.exit_code == 3, done.output
+    assert "rows.csv line 3" in done.stderr
+    assert not [r for r in openai_env.requests if r.path == "/v1/batches"]
