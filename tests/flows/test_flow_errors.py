@@ -235,3 +235,27 @@ def test_runtime_render_error_in_a_step_names_the_task(openai_env: TestServer) -
     assert caught.value.field == "tasks[0](ask).temperature"
     assert str(caught.value).startswith("tasks[0](ask).temperature:")
     assert openai_env.requests == []
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "problem"),
+    [
+        ("rows.csv", b'x\n"open\n1\n', "rows.csv line 2"),
+        ("rows.jsonl", b'{"x": 1}\n{"x": "\xff"}\n', "rows.jsonl line 2: not valid UTF-8"),
+        ("rows.json", b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+        ("rows.json", b'[{"x": "\xff"}]', "not valid UTF-8"),
+        ("rows.json", b'[{"x": ' + b"9" * 5000 + b"}]", "digits"),
+    ],
+)
+def test_a_malformed_rows_file_is_a_config_error(
+    openai_env: TestServer, tmp_path: Any, name: str, data: bytes, problem: str
+) -> None:
+    rows = tmp_path / name
+    rows.write_bytes(data)
+    task = {"id": "each", "type": "chatstep.map", "file": str(rows)}
+    flow = {"id": "x", "tasks": [{**task, "step": {"model": "gpt-4o-mini", "prompt": "p"}}]}
+    with pytest.raises(ConfigError) as caught:
+        run_flow(flow)
+    assert caught.value.field.startswith("tasks[0](each)")
+    assert problem in str(caught.value)
+    assert openai_env.requests == []

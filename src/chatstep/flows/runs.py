@@ -213,6 +213,14 @@ def _read_rows(path: Path, where: str) -> list[Any]:
         rows = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{where}.file", f"{path.name} is not valid JSON: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{where}.file", f"{path.name} is not valid UTF-8 (byte {exc.start + 1})"
+        ) from None
+    except RecursionError:
+        raise ConfigError(f"{where}.file", f"{path.name} is nested too deeply") from None
+    except ValueError as exc:  # an integer over Python's 4,300-digit limit
+        raise ConfigError(f"{where}.file", f"{path.name}: {exc}") from None
     if not isinstance(rows, list):
         raise ConfigError(f"{where}.file", f"{path.name} must hold a JSON list of rows")
     return rows
