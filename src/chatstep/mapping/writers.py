@@ -55,10 +55,10 @@ class RowWriter(Protocol):
 def stale_partials(path: str | Path) -> list[Path]:
     """Temporary files of earlier runs writing ``path`` (delete them only under its lock)."""
     target = Path(path)
-    return sorted(target.parent.glob(f"{glob_escape(target.name)}.*{_PARTIAL_SUFFIX}"))
+    return sorted(target.parent.glob(f"{_glob_escape(target.name)}.*{_PARTIAL_SUFFIX}"))
 
 
-def glob_escape(name: str) -> str:
+def _glob_escape(name: str) -> str:
     """``name`` with glob metacharacters escaped."""
     return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
