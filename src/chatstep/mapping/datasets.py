@@ -144,9 +144,13 @@ def _not_json_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON (write null, or the value as a string)")
 
 
+# One decoder for every row: json.loads builds a new one per call when given options.
+_DECODER = json.JSONDecoder(parse_constant=_not_json_constant)
+
+
 def _parse_json_row(text: str, where: str, option: str) -> dict[str, Any]:
     try:
-        value = json.loads(text, parse_constant=_not_json_constant)
+        value = _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(option, f"{where}: not valid JSON ({exc.msg})") from None
     except RecursionError:
@@ -159,7 +163,9 @@ def _parse_json_row(text: str, where: str, option: str) -> dict[str, Any]:
         raise ConfigError(
             option, f"{where}: a row must be a JSON object, not {type(value).__name__}"
         )
-    if _json_depth(value) > MAX_JSON_DEPTH:
+    # Counting brackets (in C) first keeps the walk off ordinary rows.
+    shallow = text.count("[") + text.count("{") <= MAX_JSON_DEPTH
+    if not shallow and _json_depth(value) > MAX_JSON_DEPTH:
         raise ConfigError(option, f"{where}: nested too deeply (at most {MAX_JSON_DEPTH} levels)")
     return value
 
