@@ -57,6 +57,7 @@ __all__ = [
     "print_json",
     "read_value",
     "reports_errors",
+    "require_rows",
 ]
 
 EXIT_CODES = {
@@ -222,6 +223,16 @@ def apply_overrides(step: Any, pairs: list[str] | None) -> Any:
 
     loaded = load_step(step)
     return override_step(loaded, parse_overrides(pairs)) if pairs else loaded
+
+
+def require_rows(rows: Path | None, inputs: list[str] | None) -> Path:
+    """The ``--rows`` file of ``map`` and ``batch submit``; without one, a file given to ``-i``
+    gets the error that points at ``--rows`` (exit 3), else a usage error (exit 2)."""
+    if rows is not None:
+        return rows
+    parse_inputs(inputs)
+    typer.echo("error: missing --rows FILE: the rows to run the step over", err=True)
+    raise typer.Exit(EXIT_CODES["usage"])
 
 
 def print_json(value: Any) -> None:

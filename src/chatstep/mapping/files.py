@@ -46,7 +46,7 @@ async def amap_file(
     ``stats.stop_reason`` says why. On an error the output is not written; the journal keeps
     every finished row.
     """
-    in_kind = dataset_format(input, input_format, option="--input")
+    in_kind = dataset_format(input, input_format, option="--rows")
     out_kind = dataset_format(output, output_format, option="--output")
     if Path(input).resolve() == Path(output).resolve():
         from chatstep.errors import ConfigError

@@ -144,7 +144,10 @@ class MapRun:
         spec = self.options.journal
         if spec is None or isinstance(spec, RunJournal):
             return spec
-        return RunJournal(spec, definition=step_definition(self.step), restart=self.options.restart)
+        definition = step_definition(self.step)
+        if self.options.inputs:
+            definition["inputs"] = dict(self.options.inputs)
+        return RunJournal(spec, definition=definition, restart=self.options.restart)
 
     # -- the run ---------------------------------------------------------------------------
 
@@ -291,7 +294,7 @@ class MapRun:
             status, old_hash = earlier
             if old_hash != input_hash:
                 raise JournalMismatchError(
-                    "--input",
+                    "--rows",
                     f"row {index} differs from the row the journal recorded: the input "
                     "changed since the journal was started",
                     "re-run with --restart, or give this run another --journal or --output",
@@ -305,7 +308,8 @@ class MapRun:
                 self._put(index, _Slot(row, from_journal=True))
                 return None
         try:
-            rendered, request, conn = ctx.runner.prepare(self.step, row)
+            inputs = {**self.options.inputs, **row} if self.options.inputs else row
+            rendered, request, conn = ctx.runner.prepare(self.step, inputs)
         except ChatstepError as exc:
             self._finish(ctx, index, row, input_hash, None, exc, None)
             return None
