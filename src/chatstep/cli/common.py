@@ -196,8 +196,12 @@ def parse_assignments(
                 "is not name=value",
                 f"write {option} name=value, {option} name:=JSON or {option} name=@file",
             )
+        # Field names are identifiers; a dotted path's first name may be a flow task id (a-b).
         names = key.split(".") if dotted else [key]
-        if not all(name.isidentifier() for name in names):
+        if not all(
+            name.replace("-", "_").isidentifier() if dotted else name.isidentifier()
+            for name in names
+        ):
             raise ConfigError(
                 f"{option} {key}",
                 "is not a valid field path" if dotted else "is not a valid input name",
