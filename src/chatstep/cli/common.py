@@ -26,7 +26,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -42,6 +42,10 @@ from chatstep.errors import (
     RateLimitError,
     redact,
 )
+
+if TYPE_CHECKING:
+    from chatstep.steps.definitions import Step
+    from chatstep.steps.loading import StepSource
 
 __all__ = [
     "EXIT_CODES",
@@ -105,7 +109,7 @@ def reports_errors() -> Iterator[None]:
         raise typer.Exit(EXIT_CODES["interrupted"]) from None
 
 
-#: Largest value read from a file or stdin for one ``@`` option, in bytes.
+#: Largest value read from a file or stdin for one ``@`` option, in characters.
 MAX_VALUE_BYTES = 64 * 1024 * 1024
 
 
@@ -220,7 +224,7 @@ def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
     return parse_assignments(pairs, "--set", dotted=True)
 
 
-def apply_overrides(step: Any, pairs: list[str] | None) -> Any:
+def apply_overrides(step: StepSource, pairs: list[str] | None) -> Step:
     """``step`` (a Step or a step file) loaded, with ``--set`` overrides applied and validated."""
     from chatstep.steps.loading import load_step
     from chatstep.steps.overrides import override_step
