@@ -31,7 +31,7 @@ def test_submit_wait_results(openai_env: TestServer, step_file: Path, tmp_path: 
     rows.write_text("".join(f'{{"n": {n}, "text": "t{n}"}}\n' for n in range(5)))
     openai_env.handler = _fail_item_3
 
-    submitted = runner.invoke(app, ["batch", "submit", str(step_file), "--input", str(rows)])
+    submitted = runner.invoke(app, ["batch", "submit", str(step_file), "--rows", str(rows)])
     assert submitted.exit_code == 0, submitted.output
     job_id = submitted.stdout.strip()
     assert job_id.startswith("csb_")
@@ -65,7 +65,7 @@ def test_submit_with_wait_writes_results(
     openai_env: TestServer, step_file: Path, rows_file: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "out.jsonl"
-    args = ["batch", "submit", str(step_file), "-i", str(rows_file), "--max-requests", "50"]
+    args = ["batch", "submit", str(step_file), "--rows", str(rows_file), "--max-requests", "50"]
     done = runner.invoke(app, [*args, "--wait", "--poll", "0.05", "--output", str(out)])
     assert done.exit_code == 0, done.output
     joined = [json.loads(line) for line in out.read_text().splitlines()]
@@ -81,7 +81,7 @@ def test_unknown_job_is_a_config_error(openai_env: TestServer) -> None:
 
 def test_cancel_command(openai_env: TestServer, step_file: Path, rows_file: Path) -> None:
     openai_env.handler = lambda path, body: Delay(0.5) if path.endswith("/completions") else None
-    job_id = runner.invoke(app, ["batch", "submit", str(step_file), "-i", str(rows_file)]).stdout
+    job_id = runner.invoke(app, ["batch", "submit", str(step_file), "-r", str(rows_file)]).stdout
     out = runner.invoke(app, ["batch", "cancel", job_id.strip()])
     assert out.exit_code == 0, out.output
     assert "cancel" in out.stdout
@@ -97,7 +97,7 @@ def test_ctrl_c_or_sigterm_during_wait_cancels_the_batch(
     openai_env: TestServer, step_file: Path, rows_file: Path, stop: signal.Signals, code: int
 ) -> None:
     openai_env.handler = lambda path, body: Delay(0.5) if path.endswith("/completions") else None
-    job_id = runner.invoke(app, ["batch", "submit", str(step_file), "-i", str(rows_file)]).stdout
+    job_id = runner.invoke(app, ["batch", "submit", str(step_file), "-r", str(rows_file)]).stdout
     command = ["batch", "wait", job_id.strip(), "--poll", "0.05", "--on-interrupt", "cancel"]
     wait = subprocess.Popen(
         [sys.executable, "-m", "chatstep", *command],
@@ -142,7 +142,7 @@ def test_ctrl_c_on_a_terminal_asks_before_cancelling(
     import pty
 
     openai_env.handler = lambda path, body: Delay(0.5) if path.endswith("/completions") else None
-    job_id = runner.invoke(app, ["batch", "submit", str(step_file), "-i", str(rows_file)]).stdout
+    job_id = runner.invoke(app, ["batch", "submit", str(step_file), "-r", str(rows_file)]).stdout
     job_id = job_id.strip()
     master, slave = pty.openpty()
     wait = subprocess.Popen(
@@ -190,7 +190,7 @@ def test_submit_reads_csv_and_parquet_rows_as_map_does(
             pa.table({"n": [0, 1, 2], "text": ["first", "with, a comma", "third"]}), rows
         )
     out = tmp_path / "out.jsonl"
-    args = ["batch", "submit", str(step_file), "--input", str(rows), "--wait", "--poll", "0.05"]
+    args = ["batch", "submit", str(step_file), "--rows", str(rows), "--wait", "--poll", "0.05"]
     done = runner.invoke(app, [*args, "--output", str(out)])
     assert done.exit_code == 0, done.output
     joined = [json.loads(line) for line in out.read_text().splitlines()]
@@ -203,7 +203,7 @@ def test_submit_refuses_a_malformed_csv_naming_the_line(
 ) -> None:
     rows = tmp_path / "rows.csv"
     rows.write_text('n,text\n0,"ok"\n1,"open quote\n2,next\n')
-    done = runner.invoke(app, ["batch", "submit", str(step_file), "--input", str(rows)])
+    done = runner.invoke(app, ["batch", "submit", str(step_file), "--rows", str(rows)])
     assert done.exit_code == 3, done.output
     assert "rows.csv line 3" in done.stderr
     assert not [r for r in openai_env.requests if r.path == "/v1/batches"]

@@ -38,7 +38,7 @@ def test_map_csv_to_csv_with_quiet_progress(serve: ServerFactory, tmp_path: Path
     output = tmp_path / "labels.csv"
     result = CliRunner().invoke(
         app,
-        ["map", str(step), "-i", str(source), "-o", str(output), "-s", "content", "-s", "usage"],
+        ["map", str(step), "-r", str(source), "-o", str(output), "-s", "content", "-s", "usage"],
     )
     assert result.exit_code == 0, result.output
     with output.open(newline="") as handle:
@@ -67,7 +67,7 @@ def test_max_cost_stops_and_says_so(serve: ServerFactory, tmp_path: Path) -> Non
     (home / "prices.json").write_text(json.dumps(prices))
     step, source = write_inputs(tmp_path, 50)
     output = tmp_path / "out.jsonl"
-    args = ["map", str(step), "-i", str(source), "-o", str(output), "--max-cost", "0.2"]
+    args = ["map", str(step), "--rows", str(source), "-o", str(output), "--max-cost", "0.2"]
     # A process of its own: the price table is read once per process.
     result = run_cli(args)
     assert result.returncode == EXIT_BUDGET, result.stderr
@@ -90,7 +90,7 @@ def test_failed_rows_exit_with_their_own_code(serve: ServerFactory, tmp_path: Pa
     )
     step, source = write_inputs(tmp_path, 5)
     output = tmp_path / "out.jsonl"
-    result = CliRunner().invoke(app, ["map", str(step), "-i", str(source), "-o", str(output)])
+    result = CliRunner().invoke(app, ["map", str(step), "--rows", str(source), "-o", str(output)])
     assert result.exit_code == EXIT_ROWS_FAILED, result.output
     assert "1 rows failed" in result.stderr
     assert "--retry-failed" in result.stderr
@@ -102,7 +102,7 @@ def test_a_changed_step_is_a_configuration_error(serve: ServerFactory, tmp_path:
     serve()
     step, source = write_inputs(tmp_path, 3)
     output = tmp_path / "out.jsonl"
-    args = ["map", str(step), "-i", str(source), "-o", str(output)]
+    args = ["map", str(step), "--rows", str(source), "-o", str(output)]
     assert CliRunner().invoke(app, args).exit_code == 0
     step.write_text(STEP.replace("Classify", "Summarize"))
     result = CliRunner().invoke(app, args)

@@ -38,7 +38,7 @@ def inputs(tmp_path: Path, rows: int = ROWS) -> tuple[Path, Path]:
 
 def map_command(step: Path, source: Path, output: Path, *extra: str) -> list[str]:
     return [
-        sys.executable, "-m", "chatstep", "map", str(step), "--input", str(source),
+        sys.executable, "-m", "chatstep", "map", str(step), "--rows", str(source),
         "--output", str(output), "--concurrency", "2", "--no-history", "--no-cache", *extra,
     ]  # fmt: skip
 

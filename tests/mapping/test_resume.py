@@ -50,7 +50,7 @@ def test_kill_9_mid_run_then_the_same_command_resumes(serve: ServerFactory, tmp_
     journal = default_journal_path(output)
     command = [
         sys.executable, "-m", "chatstep", "map", str(step),
-        "--input", str(source), "--output", str(output),
+        "--rows", str(source), "--output", str(output),
         "--concurrency", str(CONCURRENCY), "--no-history",
     ]  # fmt: skip
     env = dict(os.environ)

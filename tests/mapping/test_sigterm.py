@@ -44,7 +44,7 @@ def test_sigterm_mid_map_flushes_history_keeps_the_journal_and_exits_143(
     source.write_text("".join(json.dumps({"id": i}) + "\n" for i in range(ROWS)))
     output = tmp_path / "out.jsonl"
     command = [
-        sys.executable, "-m", "chatstep", "map", str(step), "--input", str(source),
+        sys.executable, "-m", "chatstep", "map", str(step), "--rows", str(source),
         "--output", str(output), "--concurrency", str(CONCURRENCY), "--no-cache",
     ]  # fmt: skip
     first = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=dict(os.environ))

@@ -52,7 +52,7 @@ def inputs(tmp_path: Path, rows: int) -> tuple[Path, Path]:
 
 def chatstep_map(step: Path, source: Path, output: Path, *extra: str) -> list[str]:
     return [
-        sys.executable, "-m", "chatstep", "map", str(step), "--input", str(source),
+        sys.executable, "-m", "chatstep", "map", str(step), "--rows", str(source),
         "--output", str(output), "--no-cache", "--no-history",
         "--concurrency", str(CONCURRENCY), *extra,
     ]  # fmt: skip

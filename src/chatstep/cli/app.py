@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+from typing import Annotated
 
 import typer
 
@@ -19,11 +20,42 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Click hands these to every subcommand's context, so `-h` works on every command.
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from chatstep import __version__
+
+        typer.echo(f"chatstep {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            "-V",
+            help="Print chatstep's version and exit.",
+            callback=_print_version,
+            is_eager=True,
+        ),
+    ] = False,
+) -> None:
+    """OpenAI-style chat completions as reliable pipeline steps."""
+    from chatstep.cli.common import forget_stdin
+
+    forget_stdin()
+
 
 # One module per command group; each exposes register(app).
 _COMMAND_MODULES: tuple[str, ...] = (
     "run",
+    "prompt",
     "endpoints",
     "map",
     "history",

@@ -12,12 +12,22 @@ from __future__ import annotations
 import enum
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from chatstep.cli.common import EXIT_CODES, interrupted_exit_code, print_json, reports_errors
+from chatstep.cli.common import (
+    EXIT_CODES,
+    SetOption,
+    apply_overrides,
+    interrupted_exit_code,
+    parse_inputs,
+    print_json,
+    reports_errors,
+    require_rows,
+)
 
 if TYPE_CHECKING:
     from chatstep.batch.api import BatchJob, BatchResults
@@ -159,16 +169,40 @@ def _write_results(job_ref: str, output: Path | None, as_json: bool) -> BatchRes
     return results
 
 
+def _rows_with(constants: dict[str, Any], path: Path) -> Iterator[dict[str, Any]]:
+    """The rows of ``path`` (read as ``map`` reads them), each over the constant ``-i`` inputs."""
+    from chatstep.mapping.datasets import read_rows
+
+    for row in read_rows(path):
+        yield {**constants, **row} if constants else row
+
+
 def submit(
-    input: Annotated[
-        Path, typer.Option("--input", "-i", help="Rows, one JSON object a line (the inputs).")
-    ],
+    rows: Annotated[
+        Path | None,
+        typer.Option(
+            "--rows",
+            "-r",
+            help="The rows (required): a .jsonl, .csv or .parquet file; each row is the inputs.",
+            show_default=False,
+        ),
+    ] = None,
     step_file: Annotated[
         Path | None,
         typer.Argument(
-            help="A step definition; leave it out when INPUT already holds Batch request lines."
+            help="A step definition; leave it out when ROWS already holds Batch request lines."
         ),
     ] = None,
+    inputs: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--input",
+            "-i",
+            help="An input every row gets (a row's own column wins; it shows in the results): "
+            "name=value, name:=JSON, name=@file or name=@-; repeatable.",
+        ),
+    ] = None,
+    overrides: SetOption = None,
     wait: Annotated[bool, typer.Option("--wait", help="Wait, then write the results.")] = False,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="With --wait: the results file.")
@@ -185,13 +219,27 @@ def submit(
     poll: Annotated[float, typer.Option("--poll", help="With --wait: first poll delay.")] = 5.0,
     as_json: AsJSON = False,
 ) -> None:
-    """Render one request per row of INPUT, upload them and create the batch; print the job id."""
+    """Render one request per row of ROWS, upload them and create the batch; print the job id."""
     from chatstep.batch.api import BatchLimits, submit_batch
 
     with reports_errors():
+        rows = require_rows(rows, inputs)
+        step = apply_overrides(step_file, overrides) if step_file is not None else None
+        if step is None and (inputs or overrides):
+            from chatstep.errors import ConfigError
+
+            raise ConfigError(
+                "-i" if inputs else "--set",
+                "needs a step: ROWS without one are Batch request lines, sent as they are",
+                "give the step file, or put the values in the request lines",
+            )
+        constants = parse_inputs(inputs)
         job = submit_batch(
-            step_file,
-            input,
+            step,
+            # A step's rows are read as map reads them (.jsonl, .csv, .parquet); request lines
+            # (no step) are JSONL, read by the batch module.
+            _rows_with(constants, rows) if step is not None else rows,
+            source=str(rows),
             limits=BatchLimits(max_requests=max_requests, max_bytes=max_bytes),
             metadata=_parse_metadata(metadata),
         )

@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -49,14 +49,27 @@ from chatstep.errors import (
     redact,
 )
 
+if TYPE_CHECKING:
+    from chatstep.steps.definitions import Step
+    from chatstep.steps.loading import StepSource
+
 __all__ = [
     "EXIT_CODES",
+    "MAX_VALUE_BYTES",
+    "InputOption",
+    "SetOption",
+    "apply_overrides",
     "exit_code_for",
+    "forget_stdin",
     "handles_sigterm",
     "interrupted_exit_code",
+    "parse_assignments",
     "parse_inputs",
+    "parse_overrides",
     "print_json",
+    "read_value",
     "reports_errors",
+    "require_rows",
 ]
 
 EXIT_CODES = {
@@ -143,33 +156,138 @@ def reports_errors() -> Iterator[None]:
         raise typer.Exit(code) from None
 
 
-def parse_inputs(pairs: list[str] | None) -> dict[str, Any]:
-    """``key=value`` (a string), ``key:=json`` (a JSON value) or ``key=@file`` (file text)."""
-    inputs: dict[str, Any] = {}
+#: Largest value read from a file or stdin for one ``@`` option, in characters.
+MAX_VALUE_BYTES = 64 * 1024 * 1024
+
+
+class _Stdin:
+    """Stdin is read once; the option that read it is remembered for a clear second-use error."""
+
+    read_by: str | None = None
+
+
+def forget_stdin() -> None:
+    """Start a new command: nothing has read stdin yet."""
+    _Stdin.read_by = None
+
+
+InputOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--input",
+        "-i",
+        help="An input value: name=value, name:=JSON, name=@file or name=@- (stdin); repeatable.",
+    ),
+]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        help="Override a step field: field=value, field:=JSON, field=@file or field=@-; "
+        "dotted paths reach nested fields (response_format.type=json_object); repeatable.",
+    ),
+]
+
+
+def read_value(source: str, option: str) -> str:
+    """The text ``@file`` or ``@-`` (stdin) names, at most :data:`MAX_VALUE_BYTES`."""
+    if source == "-":
+        if _Stdin.read_by is not None:
+            raise ConfigError(
+                option,
+                f"stdin was already read by {_Stdin.read_by}",
+                "read stdin once; give the other values as @file",
+            )
+        _Stdin.read_by = option
+        data = sys.stdin.read(MAX_VALUE_BYTES + 1)
+        where = "stdin"
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise ConfigError(option, f"file {source!r} does not exist")
+        with path.open(encoding="utf-8") as file:
+            data = file.read(MAX_VALUE_BYTES + 1)
+        where = repr(source)
+    if len(data) > MAX_VALUE_BYTES:
+        raise ConfigError(option, f"{where} holds more than {MAX_VALUE_BYTES} characters")
+    return data
+
+
+def parse_assignments(
+    pairs: list[str] | None, option: str, *, dotted: bool = False
+) -> dict[str, Any]:
+    """``name=value`` (a string), ``name:=JSON`` (a JSON value), ``name=@file`` (the file's
+    text) or ``name=@-`` (stdin's text), as given to ``option`` (``-i``, ``--set``).
+
+    ``dotted`` allows ``a.b`` names (field paths). Raises ConfigError naming the option.
+    """
+    out: dict[str, Any] = {}
     for pair in pairs or []:
         if ":=" in pair and pair.index(":=") < pair.index("=") + 1:
             key, raw = pair.split(":=", 1)
             try:
-                inputs[key] = json.loads(raw)
+                out[key] = json.loads(raw)
             except json.JSONDecodeError as exc:
-                raise ConfigError(f"-i {key}", f"is not valid JSON: {exc.msg}") from None
+                raise ConfigError(f"{option} {key}", f"is not valid JSON: {exc.msg}") from None
         elif "=" in pair:
             key, value = pair.split("=", 1)
             if value.startswith("@"):
-                path = Path(value[1:])
-                if not path.is_file():
-                    raise ConfigError(f"-i {key}", f"file {str(path)!r} does not exist")
-                value = path.read_text(encoding="utf-8")
-            inputs[key] = value
-        else:
+                value = read_value(value[1:], f"{option} {key}")
+            out[key] = value
+        elif option == "-i" and Path(pair).is_file():
             raise ConfigError(
                 f"-i {pair}",
-                "is not key=value",
-                "write -i name=value, -i name:=JSON or -i name=@file",
+                "is a file, not NAME=VALUE: -i gives one input value",
+                "give a file of rows to map or batch submit with --rows FILE; pass a file's "
+                "text as an input with -i NAME=@FILE",
             )
-        if not key.isidentifier():
-            raise ConfigError(f"-i {key}", "is not a valid input name", "use letters, digits and _")
-    return inputs
+        else:
+            raise ConfigError(
+                f"{option} {pair}",
+                "is not name=value",
+                f"write {option} name=value, {option} name:=JSON or {option} name=@file",
+            )
+        # Field names are identifiers; a dotted path's first name may be a flow task id (a-b).
+        names = key.split(".") if dotted else [key]
+        if not all(
+            name.replace("-", "_").isidentifier() if dotted else name.isidentifier()
+            for name in names
+        ):
+            raise ConfigError(
+                f"{option} {key}",
+                "is not a valid field path" if dotted else "is not a valid input name",
+                "use letters, digits and _" + (", dots between fields" if dotted else ""),
+            )
+    return out
+
+
+def parse_inputs(pairs: list[str] | None) -> dict[str, Any]:
+    """``-i`` values: ``name=value``, ``name:=JSON``, ``name=@file`` or ``name=@-`` (stdin)."""
+    return parse_assignments(pairs, "-i")
+
+
+def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
+    """``--set`` values: ``field.path=value``, ``field.path:=JSON``, ``=@file`` or ``=@-``."""
+    return parse_assignments(pairs, "--set", dotted=True)
+
+
+def apply_overrides(step: StepSource, pairs: list[str] | None) -> Step:
+    """``step`` (a Step or a step file) loaded, with ``--set`` overrides applied and validated."""
+    from chatstep.steps.loading import load_step
+    from chatstep.steps.overrides import override_step
+
+    loaded = load_step(step)
+    return override_step(loaded, parse_overrides(pairs)) if pairs else loaded
+
+
+def require_rows(rows: Path | None, inputs: list[str] | None) -> Path:
+    """The ``--rows`` file of ``map`` and ``batch submit``; without one, a file given to ``-i``
+    gets the error that points at ``--rows`` (exit 3), else a usage error (exit 2)."""
+    if rows is not None:
+        return rows
+    parse_inputs(inputs)
+    typer.echo("error: missing --rows FILE: the rows to run the step over", err=True)
+    raise typer.Exit(EXIT_CODES["usage"])
 
 
 def print_json(value: Any) -> None:

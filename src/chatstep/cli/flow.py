@@ -9,11 +9,18 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from chatstep.cli.common import exit_code_for, parse_inputs, print_json, reports_errors
+from chatstep.cli.common import (
+    InputOption,
+    exit_code_for,
+    parse_inputs,
+    parse_overrides,
+    print_json,
+    reports_errors,
+)
 from chatstep.errors import redact
 
 if TYPE_CHECKING:
-    from chatstep.flows.api import FlowRun, TaskRun
+    from chatstep.flows.api import Flow, FlowRun, TaskRun
 
 __all__ = ["register"]
 
@@ -56,12 +63,52 @@ def _report_failure(run: FlowRun) -> None:
     raise typer.Exit(exit_code_for(exc))
 
 
+def _with_overrides(flow: Flow, pairs: list[str] | None) -> Flow:
+    """``flow`` with ``--set TASK.field=value`` applied to the step of task TASK."""
+    import dataclasses
+
+    from chatstep.errors import ConfigError
+    from chatstep.flows.tasks import MapTask, StepTask
+    from chatstep.steps.overrides import override_step
+
+    changes: dict[str, dict[str, Any]] = {}
+    for path, value in parse_overrides(pairs).items():
+        task_id, dot, field = path.partition(".")
+        if not dot:
+            raise ConfigError(
+                f"--set {path}", "names no task", "write --set TASK.field=value in a flow"
+            )
+        changes.setdefault(task_id, {})[field] = value
+    with_step = {t.id for t in flow.tasks if isinstance(t, StepTask | MapTask)}
+    for task_id in changes:
+        if task_id not in with_step:
+            raise ConfigError(
+                f"--set {task_id}",
+                "is not a task of the flow with a step",
+                f"tasks with a step: {', '.join(sorted(with_step)) or 'none'}",
+            )
+    tasks = []
+    for task in flow.tasks:
+        if isinstance(task, StepTask | MapTask) and task.id in changes:
+            label = f"--set {task.id}:"
+            task = dataclasses.replace(
+                task, step=override_step(task.step, changes[task.id], label=label)
+            )
+        tasks.append(task)
+    return dataclasses.replace(flow, tasks=tuple(tasks))
+
+
 @flow_app.command("run")
 def run(
     flow_file: Annotated[Path, typer.Argument(help="A flow file (.yaml, .yml or .json).")],
-    inputs: Annotated[
+    inputs: InputOption = None,
+    overrides: Annotated[
         list[str] | None,
-        typer.Option("--input", "-i", help="name=value, name:=JSON or name=@file; repeatable."),
+        typer.Option(
+            "--set",
+            help="Override a field of one task's step: TASK.field=value, TASK.field:=JSON, "
+            "=@file or =@-; dotted paths reach nested fields; repeatable.",
+        ),
     ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the whole run (every task) as JSON.")
@@ -71,7 +118,7 @@ def run(
     from chatstep.flows.api import load_flow, run_flow
 
     with reports_errors():
-        flow = load_flow(flow_file)
+        flow = _with_overrides(load_flow(flow_file), overrides)
         flow_run = run_flow(flow, parse_inputs(inputs), raise_on_failure=False)
         if as_json:
             print_json(flow_run.to_dict())

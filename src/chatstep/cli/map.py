@@ -8,7 +8,14 @@ from typing import Annotated
 
 import typer
 
-from chatstep.cli.common import EXIT_CODES, reports_errors
+from chatstep.cli.common import (
+    EXIT_CODES,
+    SetOption,
+    apply_overrides,
+    parse_inputs,
+    reports_errors,
+    require_rows,
+)
 
 __all__ = ["EXIT_BUDGET", "EXIT_ROWS_FAILED", "register"]
 
@@ -20,12 +27,28 @@ EXIT_ROWS_FAILED = EXIT_CODES["rows_failed"]
 
 def map_command(
     step_file: Annotated[Path, typer.Argument(help="A step definition (.yaml, .yml or .json).")],
-    input: Annotated[
-        Path, typer.Option("--input", "-i", help="Rows: a .jsonl, .csv or .parquet file.")
-    ],
     output: Annotated[
         Path, typer.Option("--output", "-o", help="Where to write: .jsonl, .csv or .parquet.")
     ],
+    rows: Annotated[
+        Path | None,
+        typer.Option(
+            "--rows",
+            "-r",
+            help="The rows (required): a .jsonl, .csv or .parquet file; each row is the inputs.",
+            show_default=False,
+        ),
+    ] = None,
+    inputs: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--input",
+            "-i",
+            help="An input every row gets (a row's own column wins): name=value, name:=JSON, "
+            "name=@file or name=@-; repeatable.",
+        ),
+    ] = None,
+    overrides: SetOption = None,
     select: Annotated[
         list[str] | None,
         typer.Option(
@@ -90,7 +113,7 @@ def map_command(
         ),
     ] = None,
 ) -> None:
-    """Run a step over every row of INPUT (each row is the step's inputs) into OUTPUT.
+    """Run a step over every row of ROWS (each row is the step's inputs) into OUTPUT.
 
     Output rows keep the input's order and columns and add the selected outputs and an
     error column. Finished rows are journaled: after a crash, the same command resumes.
@@ -101,11 +124,13 @@ def map_command(
     # --no-progress still prints the summary line at the end (also when stopped by a signal).
     shown = LineProgress(interval=math.inf) if progress is False else make_progress(progress)
     with reports_errors():
+        rows = require_rows(rows, inputs)
         try:
             stats = map_file(
-                step_file,
-                input,
+                apply_overrides(step_file, overrides),
+                rows,
                 output,
+                inputs=parse_inputs(inputs),
                 select=select,
                 flatten=not nested,
                 prefix=prefix,

@@ -4,21 +4,77 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from chatstep.cli.common import parse_inputs, print_json, reports_errors
+from chatstep.cli.common import (
+    InputOption,
+    SetOption,
+    apply_overrides,
+    parse_inputs,
+    print_json,
+    reports_errors,
+)
 
-__all__ = ["register"]
+if TYPE_CHECKING:
+    from chatstep.core.result import AnyResult
+    from chatstep.steps.definitions import Step
+
+__all__ = ["print_result", "register", "run_and_print"]
+
+
+def print_result(result: AnyResult, *, as_json: bool, streamed: bool) -> None:
+    """Print what ``run`` prints: the content (unless ``streamed`` already printed it), the
+    parsed JSON, and any tool calls as a JSON list of ``{"name", "arguments"}``; or, with
+    ``as_json``, the whole result."""
+    from chatstep.core.result import EmbeddingResult, ModerationResult, StepResult
+
+    if as_json:
+        print_json(result.to_dict())
+    elif isinstance(result, StepResult):
+        if streamed:
+            if result.content:
+                sys.stdout.write("\n")
+        elif result.parsed is not None:
+            print_json(result.parsed)
+        elif result.content is not None:
+            sys.stdout.write(result.content + "\n")
+        if result.tool_calls or (result.content is None and result.parsed is None):
+            calls: list[Any] = [
+                {"name": c.name, "arguments": c.arguments} for c in result.tool_calls
+            ]
+            print_json(calls)
+    elif isinstance(result, ModerationResult):
+        print_json(result.results)
+    elif isinstance(result, EmbeddingResult):
+        print_json(result.vectors)
+
+
+def run_and_print(step: Step, inputs: dict[str, Any], *, as_json: bool, stream: bool) -> None:
+    """Run ``step`` once and print its result as ``run`` does (text streamed with ``stream``)."""
+    from chatstep.core.calls import run_step
+    from chatstep.core.streaming import Delta
+
+    def on_delta(delta: Delta) -> None:
+        if delta.choice == 0 and delta.content:
+            sys.stdout.write(delta.content)
+            sys.stdout.flush()
+
+    printing_deltas = stream and not as_json
+    result = run_step(
+        step,
+        inputs,
+        stream=True if stream else None,
+        on_delta=on_delta if printing_deltas else None,
+    )
+    print_result(result, as_json=as_json, streamed=printing_deltas)
 
 
 def run(
     step_file: Annotated[Path, typer.Argument(help="A step definition (.yaml, .yml or .json).")],
-    inputs: Annotated[
-        list[str] | None,
-        typer.Option("--input", "-i", help="name=value, name:=JSON or name=@file; repeatable."),
-    ] = None,
+    inputs: InputOption = None,
+    overrides: SetOption = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the whole result as JSON.")
     ] = False,
@@ -27,47 +83,13 @@ def run(
     ] = False,
     local: Annotated[bool, typer.Option("--local", help="Use the embedded local model.")] = False,
 ) -> None:
-    """Run a step and print its content (or, with --json, the whole result)."""
-    from chatstep.core.calls import run_step
-    from chatstep.core.result import EmbeddingResult, ModerationResult, StepResult
-    from chatstep.core.streaming import Delta
-    from chatstep.steps.loading import load_step
-
+    """Run a step and print its content, parsed JSON or tool calls (or, with --json, the
+    whole result)."""
     with reports_errors():
-        step = load_step(step_file)
+        step = apply_overrides(step_file, overrides)
         if local:
             step = step.model_copy(update={"backend": "local"})
-
-        def on_delta(delta: Delta) -> None:
-            if delta.choice == 0 and delta.content:
-                sys.stdout.write(delta.content)
-                sys.stdout.flush()
-
-        printing_deltas = stream and not as_json
-        result = run_step(
-            step,
-            parse_inputs(inputs),
-            stream=True if stream else None,
-            on_delta=on_delta if printing_deltas else None,
-        )
-        if as_json:
-            print_json(result.to_dict())
-        elif isinstance(result, StepResult):
-            if printing_deltas:
-                sys.stdout.write("\n")
-            elif result.parsed is not None:
-                print_json(result.parsed)
-            elif result.content is not None:
-                sys.stdout.write(result.content + "\n")
-            else:
-                calls: list[Any] = [
-                    {"name": c.name, "arguments": c.arguments} for c in result.tool_calls
-                ]
-                print_json(calls)
-        elif isinstance(result, ModerationResult):
-            print_json(result.results)
-        elif isinstance(result, EmbeddingResult):
-            print_json(result.vectors)
+        run_and_print(step, parse_inputs(inputs), as_json=as_json, stream=stream)
 
 
 def register(app: typer.Typer) -> None:

@@ -256,7 +256,7 @@ def _read_parquet(path: Path, option: str) -> Iterator[dict[str, Any]]:
 
 
 def read_rows(
-    path: str | Path, format: str | None = None, *, option: str = "--input"
+    path: str | Path, format: str | None = None, *, option: str = "--rows"
 ) -> Iterator[dict[str, Any]]:
     """The rows of a dataset file, one dict at a time.
 

@@ -61,7 +61,7 @@ async def amap_file(
     another run, or cannot be written (read-only, full disk), and
     :class:`~chatstep.errors.ConfigError` for a malformed input (naming file and line).
     """
-    in_kind = dataset_format(input, input_format, option="--input")
+    in_kind = dataset_format(input, input_format, option="--rows")
     out_kind = dataset_format(output, output_format, option="--output")
     if Path(input).resolve() == Path(output).resolve():
         raise ConfigError("--output", "is the input file", "write the output to another file")

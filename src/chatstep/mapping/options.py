@@ -38,6 +38,9 @@ DEFAULT_WINDOW = 1000
 class MapOptions:
     """How a step is mapped over rows. ``None`` means: no limit / the default."""
 
+    inputs: Mapping[str, Any] | None = None
+    """Inputs every row gets (``-i name=value`` on ``chatstep map``); a row's own column of the
+    same name wins. They are part of the journal's fingerprint, not of the output rows."""
     select: Sequence[str] | None = None
     """Output paths (``content``, ``parsed.label``, ``usage.total_tokens``...); default per step."""
     flatten: bool = False

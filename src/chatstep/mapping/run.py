@@ -152,8 +152,11 @@ class MapRun:
         if spec is None or isinstance(spec, RunJournal):
             return spec
         if self._own_journal is None:
+            definition = step_definition(self.step)
+            if self.options.inputs:
+                definition["inputs"] = dict(self.options.inputs)
             self._own_journal = RunJournal(
-                spec, definition=step_definition(self.step), restart=self.options.restart
+                spec, definition=definition, restart=self.options.restart
             )
         return self._own_journal
 
@@ -308,7 +311,7 @@ class MapRun:
             status, old_hash = earlier
             if old_hash != input_hash:
                 raise JournalMismatchError(
-                    "--input",
+                    "--rows",
                     f"row {index} differs from the row the journal recorded: the input "
                     "changed since the journal was started",
                     "re-run with --restart, or give this run another --journal or --output",
@@ -322,7 +325,8 @@ class MapRun:
                 self._put(index, _Slot(row, from_journal=True))
                 return None
         try:
-            rendered, request, conn = ctx.runner.prepare(self.step, row)
+            inputs = {**self.options.inputs, **row} if self.options.inputs else row
+            rendered, request, conn = ctx.runner.prepare(self.step, inputs)
         except ChatstepError as exc:
             self._finish(ctx, index, row, input_hash, None, exc, None)
             return None
