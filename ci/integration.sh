@@ -4,17 +4,28 @@
 #   bash ci/integration.sh airflow   a real DAG run on a SQLite metadata database
 #   bash ci/integration.sh flyte     real @workflows executed locally by flytekit
 #   bash ci/integration.sh prefect   real flow runs under prefect_test_harness
+#   bash ci/integration.sh ui        chatstep ui (Datasette) in Debian's Chromium via Playwright
 # Each gets its own venv because each pins shared dependencies its own way.
 #   CHATSTEP_VENVS  where virtualenvs live (default: .venvs/); a venv is reused when present
 #   PYTHON          the interpreter that creates the venv (default: python3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-name="${1:?usage: ci/integration.sh airflow|flyte|prefect}"
+name="${1:?usage: ci/integration.sh airflow|flyte|prefect|ui}"
+tests="tests/integrations/$name"
+more=()
 case "$name" in
     airflow) extras="airflow,testing"; probe="import airflow.sdk" ;;
     flyte) extras="flyte,dev"; probe="import flytekit, chatstep.integrations.flyte" ;;
     prefect) extras="prefect,testing"; probe="import prefect" ;;
-    *) echo "error: unknown integration '$name' (airflow, flyte or prefect)" >&2; exit 2 ;;
+    ui)
+        # Playwright drives the system Chromium (apt-get install chromium); its own browser
+        # download is never used. CHATSTEP_UI_REQUIRED turns the tests' skips into failures.
+        extras="ui,testing"; probe="import datasette, datasette_dashboards, playwright"
+        tests="tests/ui"; more=("playwright>=1.40"); export CHATSTEP_UI_REQUIRED=1
+        command -v chromium >/dev/null 2>&1 \
+            || { echo "error: chromium is not installed (apt-get install -y chromium)" >&2; exit 1; }
+        ;;
+    *) echo "error: unknown integration '$name' (airflow, flyte, prefect or ui)" >&2; exit 2 ;;
 esac
 venv="${CHATSTEP_VENVS:-.venvs}/$name"
 if [ ! -x "$venv/bin/python" ]; then
@@ -22,7 +33,7 @@ if [ ! -x "$venv/bin/python" ]; then
     "$venv/bin/python" -m pip install -q --upgrade pip
 fi
 export PIP_DISABLE_PIP_VERSION_CHECK=1
-"$venv/bin/python" -m pip install -q -e ".[$extras]" "pytest>=8"
+"$venv/bin/python" -m pip install -q -e ".[$extras]" "pytest>=8" "${more[@]}"
 if ! "$venv/bin/python" -c "$probe" 2>/dev/null; then
     echo "error: '$probe' fails in $venv: does pyproject.toml define the [$name] extra?" >&2
     exit 1
@@ -32,4 +43,4 @@ fi
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
 PREFECT_HOME="${PREFECT_HOME:-$scratch/prefect}" TMPDIR="$scratch" \
-    "$venv/bin/python" -m pytest "tests/integrations/$name" -q -p no:cacheprovider
+    "$venv/bin/python" -m pytest "$tests" -q -p no:cacheprovider

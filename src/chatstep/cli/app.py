@@ -63,6 +63,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "flow",
     "serve",
     "testing_server",
+    "ui",
 )
 
 for _name in _COMMAND_MODULES:
