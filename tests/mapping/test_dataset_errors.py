@@ -154,7 +154,8 @@ def test_the_cli_prints_one_error_line_and_sends_nothing(
     step.write_text(STEP)
     source = write(tmp_path, "rows.csv", b'id,text\n0,"ok"\n1,"open quote\n2,next\n3,last\n')
     result = CliRunner().invoke(
-        app, ["map", str(step), "--rows", str(source), "-o", str(tmp_path / "o.jsonl"), "--no-history"]
+        app,
+        ["map", str(step), "--rows", str(source), "-o", str(tmp_path / "o.jsonl"), "--no-history"],
     )
     assert result.exit_code == 3, result.output
     assert "Traceback" not in result.output
