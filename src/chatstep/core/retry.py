@@ -1,7 +1,8 @@
 """Retry decisions as data: a failure record in, a delay (or "give up") out.
 
 chatstep owns retries, so the SDK's own are off (``max_retries=0``) and nothing retries twice.
-Retried: connection errors, timeouts, 408, 409, 429 and 5xx. Not retried: other 4xx, 501, and a 429
+Retried: connection errors, timeouts, invalid answers (a success status whose body is not an
+answer), 408, 409, 429 and 5xx. Not retried: other 4xx, 501, and a 429
 whose code is ``insufficient_quota`` (waiting does not refill a quota). A server's
 ``retry-after-ms`` / ``retry-after`` is honoured, up to ``max_retry_after`` seconds.
 """
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from time import time
 
-from chatstep.errors import APIError
+from chatstep.errors import APIError, InvalidResponseError
 
 __all__ = ["RetryPolicy", "parse_retry_after"]
 
@@ -58,7 +59,7 @@ class RetryPolicy:
     rng: random.Random = field(default_factory=random.Random, compare=False, repr=False)
 
     def is_retryable(self, error: APIError) -> bool:
-        if error.is_timeout or error.is_connection:
+        if error.is_timeout or error.is_connection or isinstance(error, InvalidResponseError):
             return True
         status = error.status_code
         if status is None:

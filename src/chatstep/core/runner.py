@@ -5,7 +5,7 @@
     step --render(inputs, outputs, secrets)--> rendered step --build--> Request (no secrets)
       --> cache? --> rate limiter --> retry policy --> backend --> Response --> StepResult
 
-:class:`Runner` holds what is shared between calls (backends and their connection pools, the
+:class:`AsyncRunner` holds what is shared between calls (backends and their connection pools, the
 cache, the history log, the limiter); :mod:`chatstep.core.calls` runs one step with a throwaway one.
 """
 
@@ -36,7 +36,7 @@ from chatstep.storage.history_writer import HistoryWriter
 if TYPE_CHECKING:
     from chatstep.secrets import SecretStore
 
-__all__ = ["CallHooks", "DeltaCallback", "Runner", "StepSource", "as_step"]
+__all__ = ["AsyncRunner", "CallHooks", "DeltaCallback", "StepSource", "as_step"]
 
 T = TypeVar("T")
 DeltaCallback = Callable[[Delta], Any]
@@ -97,7 +97,7 @@ def _mirror_function_call(response: dict[str, Any]) -> None:
             message["function_call"] = {"name": fn.get("name"), "arguments": fn.get("arguments")}
 
 
-class Runner:
+class AsyncRunner:
     """Runs steps through the pipeline; reuse one for many calls (it pools connections)."""
 
     def __init__(
@@ -146,7 +146,7 @@ class Runner:
         self._pool = BackendPool()
         self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 
-    async def __aenter__(self) -> Runner:
+    async def __aenter__(self) -> AsyncRunner:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from chatstep.core.render import make_context
 from chatstep.core.result import AnyResult, EmbeddingResult, ModerationResult, StepResult
-from chatstep.core.runner import Runner
+from chatstep.core.runner import AsyncRunner
 from chatstep.errors import (
     APIError,
     APITimeoutError,
@@ -239,7 +239,7 @@ _ROW_PREFIX = "chatstep_output."
 class _Execution:
     """The state of one flow run: inputs, the ``outputs`` namespace so far, the runner."""
 
-    def __init__(self, inputs: dict[str, Any], runner: Runner) -> None:
+    def __init__(self, inputs: dict[str, Any], runner: AsyncRunner) -> None:
         self.inputs = inputs
         self.runner = runner
         self.outputs: dict[str, Any] = {}
@@ -440,7 +440,7 @@ async def arun_flow(
     flow: Flow | str | Path | Mapping[str, Any],
     inputs: Mapping[str, Any] | None = None,
     *,
-    runner: Runner | None = None,
+    runner: AsyncRunner | None = None,
     raise_on_failure: bool = True,
 ) -> FlowRun:
     """Run a flow's tasks in order and return the run.
@@ -462,7 +462,7 @@ async def arun_flow(
         inputs=values,
         started=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
     )
-    active = Runner() if runner is None else runner
+    active = AsyncRunner() if runner is None else runner
     saved_run_id, active.run_id = active.run_id, run.id
     started = time.perf_counter()
     try:
@@ -495,7 +495,7 @@ def run_flow(
     flow: Flow | str | Path | Mapping[str, Any],
     inputs: Mapping[str, Any] | None = None,
     *,
-    runner: Runner | None = None,
+    runner: AsyncRunner | None = None,
     raise_on_failure: bool = True,
 ) -> FlowRun:
     """Synchronous :func:`arun_flow` (from inside an event loop, it runs in a thread)."""

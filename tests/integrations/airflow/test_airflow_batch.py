@@ -22,7 +22,7 @@ pytest.importorskip("airflow.sdk", reason="needs the [airflow] extra")
 from airflow.sdk import DAG
 from airflow.sdk.exceptions import AirflowException
 
-from chatstep.batch.api import PollSchedule, asubmit_batch, await_batch
+from chatstep.batch.api import PollSchedule, apoll_batch, asubmit_batch
 from chatstep.errors import ConfigError
 from chatstep.integrations.airflow.batch import ChatStepBatchOperator, ChatStepBatchTrigger
 from chatstep.testing import TestServer
@@ -166,7 +166,7 @@ def test_an_expired_batch_fails_the_task_naming_the_job(
     with DAG("expiry", schedule=None):
         op = ChatStepBatchOperator(task_id="t", step=STEP, rows=rows, conn_id=None)
     job = asyncio.run(asubmit_batch(STEP, rows))
-    job = asyncio.run(await_batch(job, poll=PollSchedule(initial=0.05), timeout=60))
+    job = asyncio.run(apoll_batch(job, poll=PollSchedule(initial=0.05), timeout=60))
     assert job.status == "expired"
     with pytest.raises(AirflowException, match=rf"batch job {job.id} is expired: 1/2 rows done"):
         op.execute_complete({}, {"status": job.status, "job": job.to_dict()})

@@ -57,8 +57,8 @@ from chatstep.batch.api import (
     PollSchedule,
     abatch_results,
     abatch_status,
+    apoll_batch,
     asubmit_batch,
-    await_batch,
 )
 from chatstep.batch.journal import BatchJob
 from chatstep.errors import ChatstepError
@@ -212,7 +212,7 @@ class ChatStepBatchOperator(BaseOperator):  # type: ignore[misc]
         timeout = None if self.wait_timeout is None else self.wait_timeout.total_seconds()
         schedule = PollSchedule(initial=min(5.0, self.poll_interval), maximum=self.poll_interval)
         try:
-            job = run_sync(await_batch(job, poll=schedule, timeout=timeout, secrets=secrets))
+            job = run_sync(apoll_batch(job, poll=schedule, timeout=timeout, secrets=secrets))
         except TimeoutError as exc:
             raise AirflowException(str(exc)) from None
         return self._finish(job, secrets)

@@ -169,14 +169,14 @@ class ChatStepOperator(BaseOperator):  # type: ignore[misc]
     def execute(self, context: Any) -> Any:
         """Run the step; push the whole response to XCom and return the answer."""
         from chatstep.core.calls import run_sync
-        from chatstep.core.runner import Runner
+        from chatstep.core.runner import AsyncRunner
 
         inputs = dict(self.inputs or {})
         outputs = self._upstream_outputs(context)
         secrets = self._secrets()
 
         async def run() -> AnyResult:
-            async with Runner(secrets=secrets) as runner:
+            async with AsyncRunner(secrets=secrets) as runner:
                 return await runner.run(self.step, inputs, outputs)
 
         result = run_sync(run())

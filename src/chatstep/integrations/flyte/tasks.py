@@ -262,7 +262,7 @@ class ChatStepConnector(SyncConnectorBase):  # type: ignore[misc]
         inputs: Any = None,
         **kwargs: Any,
     ) -> Resource:
-        from chatstep.core.runner import Runner
+        from chatstep.core.runner import AsyncRunner
 
         ctx = FlyteContextManager.current_context()
         values: dict[str, Any] = {}
@@ -274,7 +274,7 @@ class ChatStepConnector(SyncConnectorBase):  # type: ignore[misc]
         custom = task_template.custom
         step = load_step(custom["step"])
         try:
-            async with Runner(secrets=flyte_secret_store()) as runner:
+            async with AsyncRunner(secrets=flyte_secret_store()) as runner:
                 result = await runner.run(step, values)
         except ChatstepError as exc:
             return Resource(phase=_phase_for(exc), message=f"{type(exc).__name__}: {exc}")
