@@ -23,10 +23,10 @@ from chatstep.core.connection import BackendPool, Connection, for_local_model, r
 from chatstep.core.render import make_context, render_step
 from chatstep.core.request import Request, build_request
 from chatstep.core.result import AnyResult, EmbeddingResult, ModerationResult, StepResult
-from chatstep.core.retry import RetryPolicy
+from chatstep.core.retry import RetryLoop, RetryPolicy
 from chatstep.core.streaming import ChunkAssembler, Delta
 from chatstep.core.structured_output import parse_json_output
-from chatstep.errors import APIConnectionError, APIError
+from chatstep.errors import APIConnectionError
 from chatstep.steps.definitions import ChatCompletion, Step
 from chatstep.steps.loading import StepSource, load_step
 from chatstep.storage.cache import ResponseCache, cache_key, open_cache
@@ -293,23 +293,21 @@ class AsyncRunner:
         policy: RetryPolicy,
         on_delta: DeltaCallback | None,
     ) -> tuple[Reply, int]:
-        attempt = 0
-        while True:
-            attempt += 1
-            state = _Attempt()
-            try:
-                for hook in self.hooks:
-                    await hook.before_send(request, conn)
-                reply = await self._send(backend, request, conn.timeout, on_delta, state)
-            except APIError as exc:
-                delay = None if state.delivered else policy.delay_for(exc, attempt)
-                if delay is None:
-                    raise
-                await self.sleep(delay)
-                continue
+        state = _Attempt()
+
+        async def attempt() -> Reply:
+            state.delivered = False
             for hook in self.hooks:
-                await hook.after_reply(request, conn, reply)
-            return reply, attempt
+                await hook.before_send(request, conn)
+            return await self._send(backend, request, conn.timeout, on_delta, state)
+
+        loop: RetryLoop[Reply] = RetryLoop(
+            policy, sleep=self.sleep, may_retry=lambda: not state.delivered
+        )
+        reply = await loop.run(attempt)
+        for hook in self.hooks:
+            await hook.after_reply(request, conn, reply)
+        return reply, loop.attempts
 
     async def _send(
         self,
