@@ -197,11 +197,11 @@ class ChatCompletion(StepBase):
     function_call: str | dict[str, str] | None = Field(default=None, alias="functionCall")
     stream: Templated[bool] | None = None
     stream_options: StreamOptions | None = Field(default=None, alias="streamOptions")
-    service_tier: Literal["auto", "default", "flex", "scale", "priority"] | None = Field(
+    service_tier: Literal["auto", "default", "flex", "scale", "priority", "fast"] | None = Field(
         default=None, alias="serviceTier"
     )
-    reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = Field(
-        default=None, alias="reasoningEffort"
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"] | None = (
+        Field(default=None, alias="reasoningEffort")
     )
     verbosity: Literal["low", "medium", "high"] | None = None
     metadata: dict[str, str] | None = None
