@@ -70,10 +70,10 @@ async def _client_openai(base_url: str, n: int, c: int) -> dict[str, float]:
 
 
 async def _client_chatstep_runner(base_url: str, n: int, c: int, history: bool) -> dict[str, float]:
-    from chatstep import ChatCompletion, Runner
+    from chatstep import AsyncRunner, ChatCompletion
 
     step = ChatCompletion(model=MODEL, prompt="Classify review {{ inputs.i }}: {{ inputs.text }}")
-    runner = Runner(history=history)
+    runner = AsyncRunner(history=history)
 
     async def call(i: int) -> Any:
         return await runner.run(step, {"i": i, "text": "the product was fine, I guess."})
@@ -117,11 +117,11 @@ async def _client_litellm(base_url: str, n: int, c: int) -> dict[str, float]:
 CLIENTS: dict[str, tuple[str, Callable[[str, int, int], Awaitable[dict[str, float]]]]] = {
     "openai": ("raw AsyncOpenAI", _client_openai),
     "chatstep-runner": (
-        "chatstep Runner.run (history off)",
+        "chatstep AsyncRunner.run (history off)",
         lambda u, n, c: _client_chatstep_runner(u, n, c, False),
     ),
     "chatstep-runner-history": (
-        "chatstep Runner.run (history on)",
+        "chatstep AsyncRunner.run (history on)",
         lambda u, n, c: _client_chatstep_runner(u, n, c, True),
     ),
     "chatstep-map": (

@@ -13,8 +13,7 @@ from pathlib import Path
 
 from airflow.sdk import DAG
 
-from chatstep.integrations.airflow import ChatStepOperator
-from chatstep.integrations.airflow.batch import ChatStepBatchOperator
+from chatstep.integrations.airflow import ChatStepBatchOperator, ChatStepOperator
 
 EXAMPLES = Path(__file__).resolve().parents[1]
 STEP = EXAMPLES / "review_triage.yaml"
@@ -34,6 +33,6 @@ with DAG(
         task_id="triage_all",
         step=STEP,
         rows=str(EXAMPLES / "reviews.jsonl"),
-        poll_interval=30,
+        poll_interval="30s",
     )
     urgent >> every_review

@@ -1,15 +1,20 @@
-"""Durations as written in flow files and on the command line: seconds, ISO 8601, or ``30s``.
+"""Durations as written in flow files, on the command line and in DAGs: seconds, ISO 8601, ``30s``.
 
-``parse_duration`` reads a number of seconds (``30``), an ISO 8601 duration (``PT1M30S``) or a
-number with a unit (``500ms``, ``30s``, ``2m``, ``1h``, ``1d``).
+The one duration codec: :func:`parse_duration` reads a number of seconds (``30``), an ISO 8601
+duration (``PT1M30S``), a number with a unit (``500ms``, ``30s``, ``2m``, ``1h``, ``1d``) or a
+:class:`datetime.timedelta`; :data:`Duration` is the same as a pydantic field type. Flow task
+options, ``history prune --older-than`` and the Airflow batch operator all read durations here.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any
+from datetime import timedelta
+from typing import Annotated, Any
 
-__all__ = ["parse_duration"]
+from pydantic import BeforeValidator
+
+__all__ = ["Duration", "parse_duration"]
 
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _ISO_DURATION = re.compile(
@@ -21,9 +26,14 @@ _SHORT_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)$", re.IGNORECASE)
 
 
 def parse_duration(value: Any) -> float:
-    """Seconds from a number, an ISO 8601 duration (``PT1M30S``), or ``500ms``, ``30s``, ``2m``."""
+    """Seconds (> 0) from a number, ISO 8601 (``PT1M30S``), ``500ms``/``30s``/``2m``, a timedelta.
+
+    Raises ValueError (naming the value and the accepted forms) for anything else.
+    """
     seconds: float | None = None
-    if isinstance(value, int | float) and not isinstance(value, bool):
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, int | float) and not isinstance(value, bool):
         seconds = float(value)
     elif isinstance(value, str):
         text = value.strip()
@@ -51,3 +61,7 @@ def parse_duration(value: Any) -> float:
     if seconds <= 0:
         raise ValueError(f"{value!r} must be longer than zero")
     return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+"""A pydantic field of seconds that accepts every form :func:`parse_duration` reads."""

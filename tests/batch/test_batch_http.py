@@ -14,12 +14,12 @@ from chatstep.batch.api import (
     BatchJob,
     BatchLimits,
     abatch_status,
-    await_batch,
+    apoll_batch,
     batch_results,
     batch_status,
     list_batches,
+    poll_batch,
     submit_batch,
-    wait_batch,
 )
 from chatstep.batch.journal import BatchJournal
 from chatstep.errors import ConfigError
@@ -55,7 +55,7 @@ def test_120_rows_submitted_waited_and_joined_in_order(
     assert created[0].body["metadata"]["chatstep_job"] == job.id
 
     seen: list[str] = []
-    done = wait_batch(job.id, poll=FAST, on_progress=lambda j: seen.append(j.status))
+    done = poll_batch(job.id, poll=FAST, on_progress=lambda j: seen.append(j.status))
     assert done.status == "completed"
     assert seen[-1] == "completed"
     assert done.request_counts == {"total": 120, "completed": 119, "failed": 1}
@@ -91,7 +91,7 @@ def test_the_uploaded_file_is_batch_jsonl_with_one_line_per_row(
     openai_env: TestServer, step_file: Path, rows_file: Path
 ) -> None:
     job = submit_batch(step_file, rows_file)
-    wait_batch(job, poll=FAST)
+    poll_batch(job, poll=FAST)
     chats = [r for r in openai_env.requests if r.path == CHAT]
     prompts = sorted(r.body["messages"][-1]["content"] for r in chats)
     assert prompts == sorted(f"Item {n}: text {n}" for n in range(120))
@@ -107,7 +107,7 @@ def test_journal_holds_the_job_and_never_the_key(
     assert [j.id for j in list_batches()] == [job.id]
     assert journal.get(job.parts[0].batch_id).id == job.id
     assert FAKE_API_KEY not in journal.path.read_bytes().decode("utf-8", "replace")
-    wait_batch(job, poll=FAST)
+    poll_batch(job, poll=FAST)
 
 
 def test_split_into_several_batches_and_reassembled(
@@ -117,7 +117,7 @@ def test_split_into_several_batches_and_reassembled(
     assert [(p.first_row, p.row_count) for p in job.parts] == [(0, 50), (50, 50), (100, 20)]
     assert len(_calls(openai_env, "POST", "/v1/batches")) == 3
     assert len({p.batch_id for p in job.parts}) == 3
-    done = wait_batch(job, poll=FAST)
+    done = poll_batch(job, poll=FAST)
     assert done.status == "completed"
     assert done.request_counts["completed"] == 120
     joined = list(batch_results(done))
@@ -130,7 +130,7 @@ def test_split_by_bytes(openai_env: TestServer, step_file: Path, rows_file: Path
     job = submit_batch(step_file, rows_file, limits=BatchLimits(max_bytes=4000))
     assert len(job.parts) > 2
     assert sum(p.row_count for p in job.parts) == 120
-    joined = list(batch_results(wait_batch(job, poll=FAST)))
+    joined = list(batch_results(poll_batch(job, poll=FAST)))
     assert [row["input"]["n"] for row in joined] == list(range(120))
 
 
@@ -152,7 +152,7 @@ def test_cancelling_the_waiting_task_cancels_the_batch(
             if current.status == "in_progress":
                 running.set()
 
-        waiting = asyncio.create_task(await_batch(job, poll=FAST, on_progress=progress))
+        waiting = asyncio.create_task(apoll_batch(job, poll=FAST, on_progress=progress))
         await asyncio.wait_for(running.wait(), timeout=60)
         waiting.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -162,7 +162,7 @@ def test_cancelling_the_waiting_task_cancels_the_batch(
     after = asyncio.run(scenario())
     assert _calls(openai_env, "POST", f"/v1/batches/{job.parts[0].batch_id}/cancel")
     assert after.status in ("cancelling", "cancelled")
-    ended = wait_batch(job.id, poll=FAST)
+    ended = poll_batch(job.id, poll=FAST)
     assert ended.status == "cancelled"
     joined = list(batch_results(ended))
     assert len(joined) == 120
@@ -178,7 +178,7 @@ def test_cancel_on_cancel_false_leaves_the_batch_running(
     job = submit_batch(step_file, rows_file)
 
     async def scenario() -> None:
-        waiting = asyncio.create_task(await_batch(job, poll=FAST, cancel_on_cancel=False))
+        waiting = asyncio.create_task(apoll_batch(job, poll=FAST, cancel_on_cancel=False))
         await asyncio.sleep(0.2)
         waiting.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -209,7 +209,7 @@ def test_embeddings_batch(openai_env: TestServer, tmp_path: Path) -> None:
     step.write_text("type: embedding\nmodel: text-embedding-3-small\ninput: '{{ inputs.text }}'\n")
     job = submit_batch(step, [{"text": f"t{n}"} for n in range(5)])
     assert job.endpoint == "/v1/embeddings"
-    joined = list(batch_results(wait_batch(job, poll=FAST)))
+    joined = list(batch_results(poll_batch(job, poll=FAST)))
     assert all(row["ok"] for row in joined)
     assert all(row["response"]["data"][0]["embedding"] for row in joined)
     assert "content" not in joined[0]
@@ -226,7 +226,7 @@ def test_ready_made_request_lines_keep_their_custom_ids(openai_env: TestServer) 
         for n in (3, 1, 2)
     ]
     job = submit_batch(None, lines)
-    joined = list(batch_results(wait_batch(job, poll=FAST)))
+    joined = list(batch_results(poll_batch(job, poll=FAST)))
     assert [row["custom_id"] for row in joined] == ["request-3", "request-1", "request-2"]
     assert [row["content"] for row in joined] == ["echo: q3", "echo: q1", "echo: q2"]
 
@@ -251,7 +251,7 @@ def test_wait_shows_every_status_in_order(
     openai_env.configure(batch_progress="polls")
     job = submit_batch(step_file, rows_file)
     seen: list[str] = []
-    wait_batch(job, poll=FAST, on_progress=lambda j: seen.append(j.status))
+    poll_batch(job, poll=FAST, on_progress=lambda j: seen.append(j.status))
     assert [s for n, s in enumerate(seen) if n == 0 or seen[n - 1] != s] == [
         "in_progress",
         "finalizing",
@@ -263,7 +263,7 @@ def test_an_expired_batch_reports_the_rows_it_never_ran(
     openai_env: TestServer, step_file: Path, rows_file: Path
 ) -> None:
     openai_env.configure(batch_expire_after_lines=100)
-    done = wait_batch(submit_batch(step_file, rows_file), poll=FAST)
+    done = poll_batch(submit_batch(step_file, rows_file), poll=FAST)
     assert done.status == "expired"
     joined = list(batch_results(done))
     assert all(row["ok"] for row in joined[:100])
@@ -280,7 +280,7 @@ def test_refused_uploads_and_creates_are_retried_once_each(
     assert len(_calls(openai_env, "POST", "/v1/files")) == 2
     assert len(_calls(openai_env, "POST", "/v1/batches")) == 2
     assert len(job.parts) == 1
-    assert wait_batch(job, poll=FAST).status == "completed"
+    assert poll_batch(job, poll=FAST).status == "completed"
 
 
 def test_rows_must_share_one_model(openai_env: TestServer, tmp_path: Path) -> None:
@@ -323,7 +323,7 @@ def test_json_schema_rows_are_parsed_and_validated_like_map(
     job = submit_batch(step, rows)
     assert job.response_format is not None
     assert BatchJournal().get(job.id).response_format == job.response_format
-    wait_batch(job.id, poll=FAST)
+    poll_batch(job.id, poll=FAST)
     results = batch_results(job.id, tmp_path / "out.jsonl")
     joined = list(results)
     assert [r["parsed"] for r in joined] == [{"label": "good"}, None, {"label": "good"}]
@@ -337,7 +337,7 @@ def test_json_schema_rows_are_parsed_and_validated_like_map(
 def test_text_rows_have_no_parsed_column(openai_env: TestServer, tmp_path: Path) -> None:
     job = submit_batch({"model": "gpt-4o-mini", "prompt": "{{ inputs.t }}"}, [{"t": "hi"}])
     assert job.response_format is None
-    wait_batch(job.id, poll=FAST)
+    poll_batch(job.id, poll=FAST)
     (row,) = list(batch_results(job.id, tmp_path / "out.jsonl"))
     assert "parsed" not in row
     assert row["content"] == "echo: hi"

@@ -7,7 +7,7 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
-from chatstep import Runner, StepResult, run_step
+from chatstep import AsyncRunner, StepResult, run_step
 from chatstep.storage.history import History
 from chatstep.testing import Fail, TestServer
 
@@ -59,7 +59,7 @@ def test_run_level_cache_and_step_opt_out(openai_env: TestServer, tmp_path: Path
     plain = {k: v for k, v in STEP.items() if k != "cache"}
 
     async def main() -> None:
-        async with Runner(cache=str(tmp_path / "c.sqlite3")) as runner:
+        async with AsyncRunner(cache=str(tmp_path / "c.sqlite3")) as runner:
             await runner.run(plain, {"n": 1})
             await runner.run(plain, {"n": 1})
             await runner.run({**plain, "cache": False}, {"n": 1})

@@ -172,10 +172,10 @@ def test_moderation_and_embedding(openai_env: TestServer) -> None:
 def test_list_models(openai_env: TestServer) -> None:
     import asyncio
 
-    from chatstep import Runner
+    from chatstep import AsyncRunner
 
     async def main() -> list[str]:
-        async with Runner() as runner:
+        async with AsyncRunner() as runner:
             return [m["id"] for m in await runner.list_models()]
 
     ids = asyncio.run(main())

@@ -9,10 +9,10 @@ import pytest
 
 from chatstep import (
     APITimeoutError,
+    AsyncRunner,
     AuthenticationError,
     InternalServerError,
     RetryPolicy,
-    Runner,
     StepResult,
 )
 from chatstep.testing import Delay, Drop, Fail, Respond, TestServer
@@ -25,7 +25,7 @@ def _run(step: dict[str, Any], policy: RetryPolicy | None = None) -> tuple[StepR
     waits: list[float] = []
 
     async def main() -> StepResult:
-        async with Runner(retry=policy) as runner:
+        async with AsyncRunner(retry=policy) as runner:
 
             async def sleep(seconds: float) -> None:
                 waits.append(seconds)

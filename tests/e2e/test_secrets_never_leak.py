@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from chatstep import ChatstepError, Runner, run_step
+from chatstep import AsyncRunner, ChatstepError, run_step
 from chatstep.cli.app import app
 from chatstep.testing import Fail, TestServer
 
@@ -42,7 +42,7 @@ def test_key_never_leaks(
     texts += [repr(ok), json.dumps(ok.to_dict(), default=str), repr(ok.request)]
 
     # A key given in the step itself.
-    texts.append(repr(Runner().prepare({**step, "api_key": KEY})[0]))
+    texts.append(repr(AsyncRunner().prepare({**step, "api_key": KEY})[0]))
 
     # CLI output of a failing run.
     step_path = tmp_path / "s.yaml"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -104,13 +105,14 @@ def test_int_text_round_trips(n: int) -> None:
         ("500ms", 0.5),
         ("2m", 120.0),
         ("1h", 3600.0),
+        (timedelta(minutes=2), 120.0),
     ],
 )
 def test_durations(text: Any, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["PT", "P", "soon", "0", "-1", "PT0S", True])
+@pytest.mark.parametrize("text", ["PT", "P", "soon", "0", "-1", "PT0S", True, timedelta(0)])
 def test_bad_durations(text: Any) -> None:
     with pytest.raises(ValueError, match=r"duration|longer than zero"):
         parse_duration(text)

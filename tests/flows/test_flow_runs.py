@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from chatstep.core.runner import Runner
+from chatstep.core.runner import AsyncRunner
 from chatstep.errors import APITimeoutError, BadRequestError, InternalServerError
 from chatstep.flows.api import FlowRun, MapRowsFailedError, arun_flow, load_flow, run_flow
 from chatstep.flows.tasks import MapTask
@@ -157,7 +157,7 @@ def test_flow_from_mapping(openai_env: TestServer) -> None:
 
 def test_async_api_with_own_runner(openai_env: TestServer) -> None:
     async def main() -> FlowRun:
-        async with Runner(history=False) as runner:
+        async with AsyncRunner(history=False) as runner:
             run = await arun_flow(THREE_TASKS, {"topic": "ants"}, runner=runner)
             assert runner.run_id is None  # restored after the run
             return run

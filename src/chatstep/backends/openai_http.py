@@ -28,14 +28,17 @@ T = TypeVar("T")
 
 
 def _http_response_class() -> type[Any]:
-    # openai>=3 speaks httpx2; older releases httpx. cast_to must be the SDK's own class.
-    from openai import _base_client
+    # The SDK's README ("Undocumented requests") passes its HTTP library's Response as cast_to:
+    # httpx2 from the releases that export DefaultAsyncHttpx2Client (openai>=3), httpx before.
+    import openai
 
-    for name in ("httpx2", "httpx"):
-        module = getattr(_base_client, name, None)
-        if module is not None:
-            return module.Response  # type: ignore[no-any-return]
-    raise ImportError("the openai SDK exposes no HTTP response class")
+    if hasattr(openai, "DefaultAsyncHttpx2Client"):
+        import httpx2
+
+        return httpx2.Response
+    import httpx
+
+    return httpx.Response
 
 
 def error_from_sdk(exc: Exception, method: str, path: str) -> APIError:

@@ -3,19 +3,19 @@
 ::
 
     job = submit_batch("classify.yaml", "rows.jsonl")   # render, split, upload, create, journal
-    job = wait_batch(job, on_progress=print)             # poll with backoff until it ends
+    job = poll_batch(job, on_progress=print)             # poll with backoff until it ends
     results = batch_results(job)                         # download, join by custom_id, in order
     for row in results:                                  # one joined row per input row
         print(row["index"], row["ok"], row["content"], row["error"])
 
 A job is one step over one set of rows. Each row renders to one request through the same
-pipeline as :func:`chatstep.run_step` (``Runner.prepare``), so a step behaves the same in a
+pipeline as :func:`chatstep.run_step` (``AsyncRunner.prepare``), so a step behaves the same in a
 batch. Inputs over 50,000 requests or 200 MB (:class:`BatchLimits`) are split into several
 batches and reassembled: the caller sees one job. Jobs are kept in the :class:`BatchJournal`, so
 ``status``, ``wait``, ``results`` and ``cancel`` work from another process, days later. The API
 key is never stored; it is looked up again by the name of its secret.
 
-Cancelling the task that waits (``await_batch``) cancels the batch; ``cancel_on_cancel=False``
+Cancelling the task that polls (``apoll_batch``) cancels the batch; ``cancel_on_cancel=False``
 leaves it running. Costs are priced at the Batch API's discount.
 """
 
@@ -49,14 +49,14 @@ __all__ = [
     "abatch_results",
     "abatch_status",
     "acancel_batch",
+    "apoll_batch",
     "asubmit_batch",
-    "await_batch",
     "batch_results",
     "batch_status",
     "cancel_batch",
     "list_batches",
+    "poll_batch",
     "submit_batch",
-    "wait_batch",
 ]
 
 ProgressCallback = Callable[[BatchJob], Any]
@@ -146,7 +146,7 @@ def batch_status(
     return run_sync(abatch_status(job, secrets=secrets, journal=journal, api_key=api_key))
 
 
-async def await_batch(
+async def apoll_batch(
     job: JobRef,
     *,
     poll: PollSchedule | None = None,
@@ -190,7 +190,7 @@ async def await_batch(
             raise
 
 
-def wait_batch(
+def poll_batch(
     job: JobRef,
     *,
     poll: PollSchedule | None = None,
@@ -201,11 +201,11 @@ def wait_batch(
     journal: BatchJournal | None = None,
     api_key: str | None = None,
 ) -> BatchJob:
-    """Synchronous :func:`await_batch` (Ctrl-C cancels the batch unless ``cancel_on_cancel``)."""
+    """Synchronous :func:`apoll_batch` (Ctrl-C cancels the batch unless ``cancel_on_cancel``)."""
     from chatstep.core.calls import run_sync
 
     return run_sync(
-        await_batch(
+        apoll_batch(
             job,
             poll=poll,
             timeout=timeout,

@@ -8,14 +8,13 @@ may have created anyway (by the job and part ids in its metadata).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from chatstep.batch.journal import BatchJob, BatchJournal, JobRef
 from chatstep.core.connection import NO_KEY_PLACEHOLDER, Connection
-from chatstep.core.retry import RetryPolicy
+from chatstep.core.retry import RetryLoop, RetryPolicy
 from chatstep.errors import APIError
 
 if TYPE_CHECKING:
@@ -83,20 +82,8 @@ class BatchClient:
         make: Callable[[], Coroutine[Any, Any, T]],
         before_retry: Callable[[], Awaitable[T | None]] | None = None,
     ) -> T:
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                return await self._once(method, path, make)
-            except APIError as exc:
-                delay = self.retry.delay_for(exc, attempt)
-                if delay is None:
-                    raise
-                await asyncio.sleep(delay)
-                if before_retry is not None:
-                    done = await before_retry()
-                    if done is not None:
-                        return done
+        loop: RetryLoop[T] = RetryLoop(self.retry, after_wait=before_retry)
+        return await loop.run(lambda: self._once(method, path, make))
 
     async def upload(self, path: Path) -> JSON:
         """Upload a Batch input file (``purpose="batch"``)."""

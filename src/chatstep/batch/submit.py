@@ -1,6 +1,6 @@
 """Submitting a batch job: render one request per row, split at the limits, upload, create.
 
-Every row goes through ``Runner.prepare`` (the same rendering as a synchronous call) into a Batch
+Every row goes through ``AsyncRunner.prepare`` (the same rendering as a single call) into a Batch
 input line; :class:`~chatstep.batch.files.PartWriter` starts a new part file before a limit is
 crossed. The job is journaled before the first upload, and each part as soon as it is created,
 so a crash leaves nothing unaccounted for; a failure part-way cancels the parts already created.
@@ -78,11 +78,11 @@ def _render_rows(
     rows_copy: Path,
 ) -> _Rendered:
     """Render every row into the writer's part files and copy the rows; returns what they share."""
-    from chatstep.core.runner import Runner, as_step
+    from chatstep.core.runner import AsyncRunner, as_step
 
     out = _Rendered()
     definition = as_step(step) if step is not None else None
-    runner = Runner(secrets=secrets, history=False)
+    runner = AsyncRunner(secrets=secrets, history=False)
     if definition is not None:
         out.key_secret = key_secret_name(definition.api_key)
         out.step_id = definition.id

@@ -107,11 +107,11 @@ def _wait(
     quiet: bool,
 ) -> BatchJob:
     """Wait with progress on stderr; Ctrl-C asks (or cancels, or keeps) per ``on_interrupt``."""
-    from chatstep.batch.api import PollSchedule, cancel_batch, wait_batch
+    from chatstep.batch.api import PollSchedule, cancel_batch, poll_batch
 
     with reports_errors():
         try:
-            return wait_batch(
+            return poll_batch(
                 job_ref,
                 poll=PollSchedule(initial=poll, maximum=max(max_poll, poll)),
                 timeout=timeout,

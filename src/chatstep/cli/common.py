@@ -8,10 +8,10 @@ Exit codes (documented in the README):
 2     usage error (unknown option, missing argument)
 3     configuration: invalid step, template, missing input or secret
 4     the API refused the request (400, 401, 403, 404...): retrying will not help
-5     the API stayed unavailable after retries (429, 5xx, timeouts, connection)
+5     the API stayed unavailable after retries (429, 5xx, timeouts, connection, invalid answers)
 6     the answer did not have the asked-for shape (invalid JSON, schema mismatch, truncated)
 7     a backend is not available here (e.g. the [local] extra is not installed)
-8     ``map``: --max-cost stopped the run before every row was sent
+8     a cost cap (``map --max-cost``, ``max_cost``) stopped the run before every request was sent
 9     ``map``, ``batch``: the run finished but some rows failed (their errors are in the output)
 10    ``batch``: the batch failed, expired or was cancelled
 11    ``batch wait``: --timeout passed before the batch finished
@@ -38,11 +38,12 @@ import typer
 from chatstep.errors import (
     APIConnectionError,
     APIError,
-    APITimeoutError,
     BackendUnavailableError,
+    BudgetExceededError,
     ChatstepError,
     ConfigError,
     InternalServerError,
+    InvalidResponseError,
     OutputError,
     RateLimitError,
     StorageError,
@@ -95,7 +96,9 @@ def exit_code_for(exc: BaseException) -> int:
     """The documented exit code for an error."""
     if isinstance(exc, ConfigError):
         return EXIT_CODES["config"]
-    if isinstance(exc, RateLimitError | InternalServerError | APITimeoutError | APIConnectionError):
+    # APITimeoutError is an APIConnectionError, as in the openai SDK.
+    unavailable = RateLimitError | InternalServerError | APIConnectionError | InvalidResponseError
+    if isinstance(exc, unavailable):
         return EXIT_CODES["api_unavailable"]
     if isinstance(exc, APIError):
         return EXIT_CODES["api_refused"]
@@ -103,6 +106,8 @@ def exit_code_for(exc: BaseException) -> int:
         return EXIT_CODES["output"]
     if isinstance(exc, BackendUnavailableError):
         return EXIT_CODES["backend"]
+    if isinstance(exc, BudgetExceededError):
+        return EXIT_CODES["budget"]
     if isinstance(exc, StorageError):
         return EXIT_CODES["storage"]
     return EXIT_CODES["unexpected"]

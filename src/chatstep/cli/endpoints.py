@@ -35,11 +35,11 @@ def models(
 ) -> None:
     """List the models the endpoint offers."""
     from chatstep.core.calls import run_sync
-    from chatstep.core.runner import Runner
+    from chatstep.core.runner import AsyncRunner
     from chatstep.steps.definitions import ChatCompletion
 
     async def fetch() -> list[dict[str, Any]]:
-        async with Runner() as runner:
+        async with AsyncRunner() as runner:
             step = ChatCompletion(model="-", prompt="-", **_connection(base_url, local))
             return await runner.list_models(step)
 

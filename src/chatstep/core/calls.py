@@ -1,7 +1,8 @@
 """One-call entry points: :func:`run_step`, :func:`arun_step` and :func:`astream_step`.
 
-Each runs a step through a throwaway :class:`~chatstep.core.runner.Runner` unless one is given;
-reuse a Runner for many calls (it pools connections and keeps the cache open).
+Each runs a step through a throwaway runner unless one is given: reuse a
+:class:`~chatstep.core.sync_runner.Runner` (sync) or an :class:`~chatstep.core.runner.AsyncRunner`
+for many calls (it pools connections and keeps the cache open).
 """
 
 from __future__ import annotations
@@ -9,11 +10,14 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from chatstep.core.result import AnyResult
-from chatstep.core.runner import DeltaCallback, Runner, StepSource
+from chatstep.core.runner import AsyncRunner, DeltaCallback, StepSource
 from chatstep.core.streaming import Delta
+
+if TYPE_CHECKING:
+    from chatstep.core.sync_runner import Runner
 
 __all__ = ["StepStream", "arun_step", "astream_step", "run_step", "run_sync"]
 
@@ -50,12 +54,12 @@ async def arun_step(
     *,
     stream: bool | None = None,
     on_delta: DeltaCallback | None = None,
-    runner: Runner | None = None,
+    runner: AsyncRunner | None = None,
 ) -> AnyResult:
     """Run one step (a step object, a YAML/JSON path, or a dict) and return its result."""
     if runner is not None:
         return await runner.run(step, inputs, outputs, stream=stream, on_delta=on_delta)
-    async with Runner() as own:
+    async with AsyncRunner() as own:
         return await own.run(step, inputs, outputs, stream=stream, on_delta=on_delta)
 
 
@@ -66,8 +70,11 @@ def run_step(
     *,
     stream: bool | None = None,
     on_delta: DeltaCallback | None = None,
+    runner: Runner | None = None,
 ) -> AnyResult:
-    """Synchronous :func:`arun_step`."""
+    """Synchronous :func:`arun_step`; pass a :class:`~chatstep.Runner` to reuse its connections."""
+    if runner is not None:
+        return runner.run(step, inputs, outputs, stream=stream, on_delta=on_delta)
     return run_sync(arun_step(step, inputs, outputs, stream=stream, on_delta=on_delta))
 
 
@@ -105,7 +112,7 @@ def astream_step(
     inputs: Mapping[str, Any] | None = None,
     outputs: Mapping[str, Any] | None = None,
     *,
-    runner: Runner | None = None,
+    runner: AsyncRunner | None = None,
 ) -> StepStream:
     """Stream a chat step: ``async for delta in stream``, then ``stream.result``."""
 

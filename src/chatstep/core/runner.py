@@ -5,7 +5,7 @@
     step --render(inputs, outputs, secrets)--> rendered step --build--> Request (no secrets)
       --> cache? --> rate limiter --> retry policy --> backend --> Response --> StepResult
 
-:class:`Runner` holds what is shared between calls (backends and their connection pools, the
+:class:`AsyncRunner` holds what is shared between calls (backends and their connection pools, the
 cache, the history log, the limiter); :mod:`chatstep.core.calls` runs one step with a throwaway one.
 """
 
@@ -23,10 +23,10 @@ from chatstep.core.connection import BackendPool, Connection, for_local_model, r
 from chatstep.core.render import make_context, render_step
 from chatstep.core.request import Request, build_request
 from chatstep.core.result import AnyResult, EmbeddingResult, ModerationResult, StepResult
-from chatstep.core.retry import RetryPolicy
+from chatstep.core.retry import RetryLoop, RetryPolicy
 from chatstep.core.streaming import ChunkAssembler, Delta
 from chatstep.core.structured_output import parse_json_output
-from chatstep.errors import APIConnectionError, APIError
+from chatstep.errors import APIConnectionError
 from chatstep.steps.definitions import ChatCompletion, Step
 from chatstep.steps.loading import StepSource, load_step
 from chatstep.storage.cache import ResponseCache, cache_key, open_cache
@@ -36,7 +36,7 @@ from chatstep.storage.history_writer import HistoryWriter
 if TYPE_CHECKING:
     from chatstep.secrets import SecretStore
 
-__all__ = ["CallHooks", "DeltaCallback", "Runner", "StepSource", "as_step"]
+__all__ = ["AsyncRunner", "CallHooks", "DeltaCallback", "StepSource", "as_step"]
 
 T = TypeVar("T")
 DeltaCallback = Callable[[Delta], Any]
@@ -97,7 +97,7 @@ def _mirror_function_call(response: dict[str, Any]) -> None:
             message["function_call"] = {"name": fn.get("name"), "arguments": fn.get("arguments")}
 
 
-class Runner:
+class AsyncRunner:
     """Runs steps through the pipeline; reuse one for many calls (it pools connections)."""
 
     def __init__(
@@ -146,7 +146,7 @@ class Runner:
         self._pool = BackendPool()
         self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 
-    async def __aenter__(self) -> Runner:
+    async def __aenter__(self) -> AsyncRunner:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -293,23 +293,21 @@ class Runner:
         policy: RetryPolicy,
         on_delta: DeltaCallback | None,
     ) -> tuple[Reply, int]:
-        attempt = 0
-        while True:
-            attempt += 1
-            state = _Attempt()
-            try:
-                for hook in self.hooks:
-                    await hook.before_send(request, conn)
-                reply = await self._send(backend, request, conn.timeout, on_delta, state)
-            except APIError as exc:
-                delay = None if state.delivered else policy.delay_for(exc, attempt)
-                if delay is None:
-                    raise
-                await self.sleep(delay)
-                continue
+        state = _Attempt()
+
+        async def attempt() -> Reply:
+            state.delivered = False
             for hook in self.hooks:
-                await hook.after_reply(request, conn, reply)
-            return reply, attempt
+                await hook.before_send(request, conn)
+            return await self._send(backend, request, conn.timeout, on_delta, state)
+
+        loop: RetryLoop[Reply] = RetryLoop(
+            policy, sleep=self.sleep, may_retry=lambda: not state.delivered
+        )
+        reply = await loop.run(attempt)
+        for hook in self.hooks:
+            await hook.after_reply(request, conn, reply)
+        return reply, loop.attempts
 
     async def _send(
         self,

@@ -13,9 +13,10 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from chatstep.errors import ConfigError
+from chatstep.steps.strict import StrictModel
 
 __all__ = ["INPUT_TYPES", "FlowInput", "resolve_inputs"]
 
@@ -33,10 +34,8 @@ _EXAMPLES = {
 }
 
 
-class FlowInput(BaseModel):
+class FlowInput(StrictModel):
     """One declared input of a flow."""
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     id: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_-]{0,99}$")
     """The name templates read as ``inputs.<id>``."""

@@ -14,7 +14,8 @@ from typing import Any, Literal
 
 from chatstep.core.render import make_context
 from chatstep.core.result import AnyResult, EmbeddingResult, ModerationResult, StepResult
-from chatstep.core.runner import Runner
+from chatstep.core.retry import RetryLoop, RetryPolicy
+from chatstep.core.runner import AsyncRunner
 from chatstep.errors import (
     APIError,
     APITimeoutError,
@@ -247,7 +248,7 @@ _ROW_PREFIX = "chatstep_output."
 class _Execution:
     """The state of one flow run: inputs, the ``outputs`` namespace so far, the runner."""
 
-    def __init__(self, inputs: dict[str, Any], runner: Runner) -> None:
+    def __init__(self, inputs: dict[str, Any], runner: AsyncRunner) -> None:
         self.inputs = inputs
         self.runner = runner
         self.outputs: dict[str, Any] = {}
@@ -325,41 +326,33 @@ class _Execution:
         except ConfigError as exc:
             raise _prefixed(exc, task.where) from None
         retry = task.options.retry
-        policy = retry.policy() if retry is not None else None
-        started = time.monotonic()
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                result = await runner.execute(rendered, request, conn)
-            except APIError as exc:
-                delay = policy.delay_for(exc, attempt) if policy is not None else None
-                if (
-                    delay is not None
-                    and retry is not None
-                    and retry.max_duration is not None
-                    and time.monotonic() - started + delay > retry.max_duration
-                ):
-                    delay = None
-                if delay is None:
-                    run.calls += 1
-                    run.attempts += attempt if policy is not None else 1
-                    raise
-                warn = retry is not None and retry.warning_on_retry
-                (logger.warning if warn else logger.info)(
-                    "%s: attempt %d failed (%s); retrying in %.2f s",
-                    task.where,
-                    attempt,
-                    exc,
-                    delay,
-                )
-                await runner.sleep(delay)
-                continue
-            if policy is not None:
-                result.attempts = attempt
+
+        def log_retry(exc: APIError, attempt: int, delay: float) -> None:
+            warn = retry is not None and retry.warning_on_retry
+            (logger.warning if warn else logger.info)(
+                "%s: attempt %d failed (%s); retrying in %.2f s", task.where, attempt, exc, delay
+            )
+
+        deadline = None
+        if retry is not None and retry.max_duration is not None:
+            deadline = time.monotonic() + retry.max_duration
+        loop: RetryLoop[AnyResult] = RetryLoop(
+            retry.policy() if retry is not None else RetryPolicy(max_retries=0),
+            sleep=runner.sleep,
+            deadline=deadline,
+            on_retry=log_retry,
+        )
+        try:
+            result = await loop.run(lambda: runner.execute(rendered, request, conn))
+        except APIError:
             run.calls += 1
-            run.attempts += result.attempts
-            return result
+            run.attempts += loop.attempts
+            raise
+        if retry is not None:
+            result.attempts = loop.attempts
+        run.calls += 1
+        run.attempts += result.attempts
+        return result
 
     async def _rows(self, task: MapTask) -> list[dict[str, Any]]:
         if task.file is not None:
@@ -448,7 +441,7 @@ async def arun_flow(
     flow: Flow | str | Path | Mapping[str, Any],
     inputs: Mapping[str, Any] | None = None,
     *,
-    runner: Runner | None = None,
+    runner: AsyncRunner | None = None,
     raise_on_failure: bool = True,
 ) -> FlowRun:
     """Run a flow's tasks in order and return the run.
@@ -470,7 +463,7 @@ async def arun_flow(
         inputs=values,
         started=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
     )
-    active = Runner() if runner is None else runner
+    active = AsyncRunner() if runner is None else runner
     saved_run_id, active.run_id = active.run_id, run.id
     started = time.perf_counter()
     try:
@@ -503,7 +496,7 @@ def run_flow(
     flow: Flow | str | Path | Mapping[str, Any],
     inputs: Mapping[str, Any] | None = None,
     *,
-    runner: Runner | None = None,
+    runner: AsyncRunner | None = None,
     raise_on_failure: bool = True,
 ) -> FlowRun:
     """Synchronous :func:`arun_flow` (from inside an event loop, it runs in a thread)."""

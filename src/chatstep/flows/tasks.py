@@ -18,15 +18,16 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from chatstep.core.retry import RetryPolicy
-from chatstep.durations import parse_duration
+from chatstep.durations import Duration, parse_duration
 from chatstep.errors import ConfigError
 from chatstep.steps.definitions import ChatCompletion, Embedding, Moderation, Step
 from chatstep.steps.loading import step_class_for, step_from_dict, validate_step
+from chatstep.steps.strict import StrictModel
 
 __all__ = [
     "MAP_TYPE",
@@ -63,14 +64,8 @@ _COMMON_KEYS = frozenset(
 TASK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
 VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
 
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-
-class TaskRetry(_Strict):
+class TaskRetry(StrictModel):
     """A task's retry: chatstep's ``max_retries`` or Kestra's ``maxAttempt`` plus its backoff.
 
     Retried are the failures that can pass: connection errors, timeouts, 408, 409, 429, 5xx.
@@ -163,7 +158,7 @@ class TaskRetry(_Strict):
         )
 
 
-class TaskOptions(_Strict):
+class TaskOptions(StrictModel):
     """Options every task takes."""
 
     timeout: Duration | None = None
@@ -240,13 +235,13 @@ class MapTask(FlowTask):
     """Rows in flight at once (default: chatstep.mapping.run's)."""
 
 
-class _ReturnProps(_Strict):
+class _ReturnProps(StrictModel):
     id: str
     description: str | None = None
     format: str
 
 
-class _MapProps(_Strict):
+class _MapProps(StrictModel):
     id: str
     description: str | None = None
     step: dict[str, Any]

@@ -154,14 +154,14 @@ def run_chat_step(
     own ``@task`` (``task(run_chat_step)``), or call it inside one.
     """
     from chatstep.core.calls import run_sync
-    from chatstep.core.runner import Runner
+    from chatstep.core.runner import AsyncRunner
 
     definition = load_step(step)
     block = _connection(connection)
     secrets = block.secret_store() if block is not None else None
 
     async def run() -> AnyResult:
-        async with Runner(secrets=secrets) as runner:
+        async with AsyncRunner(secrets=secrets) as runner:
             return await runner.run(definition, inputs, outputs)
 
     result = run_sync(run())

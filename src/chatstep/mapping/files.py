@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from chatstep.accounting.pricing import PriceTable
-from chatstep.core.runner import Runner
+from chatstep.core.runner import AsyncRunner
 from chatstep.errors import ConfigError
 from chatstep.mapping.datasets import count_rows, dataset_format, read_rows
 from chatstep.mapping.options import MapOptions, StepSource
@@ -44,7 +44,7 @@ async def amap_file(
     *,
     input_format: str | None = None,
     output_format: str | None = None,
-    runner: Runner | None = None,
+    runner: AsyncRunner | None = None,
     progress: MapProgress | None = None,
     price_table: PriceTable | None = None,
     **options: Any,

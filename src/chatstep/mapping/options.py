@@ -68,14 +68,14 @@ class MapOptions:
     history: History | bool = True
     """Log every call to the history (True: the default history file)."""
     retry: RetryPolicy | None = None
-    """Retry policy of the run's own Runner (default: :class:`RetryPolicy`)."""
+    """Retry policy of the run's own AsyncRunner (default: :class:`RetryPolicy`)."""
     window: int = DEFAULT_WINDOW
     """Rows that may finish ahead of the next row handed out (bounds memory)."""
     fixed_columns: bool = False
     """Give every output row the same columns (CSV and Parquet need it)."""
 
     def runner_cache(self) -> ResponseCache | str | bool | None:
-        """The ``cache`` setting as :class:`Runner` takes it."""
+        """The ``cache`` setting as :class:`AsyncRunner` takes it."""
         return str(self.cache) if isinstance(self.cache, Path) else self.cache
 
     def check(self) -> None:

@@ -14,10 +14,11 @@ wall before we know where it is (configured limits are checked this way too: ano
 may be using the same key). A 429 pauses the whole pool for its ``Retry-After`` (else
 ``default_pause``), instead of letting every worker find the wall on its own.
 
-It plugs into :class:`chatstep.core.runner.Runner` as a :class:`~chatstep.core.runner.CallHooks`
-(``before_send`` waits for budget, ``after_reply`` learns from headers). The Runner's hooks do
-not see failed attempts, so 429s reach the limiter through the retry policy, which sees every
-failure anyway: :func:`observe_failures` wraps a :class:`RetryPolicy` to report them.
+It plugs into :class:`~chatstep.core.runner.AsyncRunner` as a
+:class:`~chatstep.core.runner.CallHooks` (``before_send`` waits for budget, ``after_reply`` learns
+from headers). The runner's hooks do not see failed attempts, so 429s reach the limiter through
+the retry policy, which sees every failure anyway: :func:`observe_failures` wraps a
+:class:`RetryPolicy` to report them.
 """
 
 from __future__ import annotations

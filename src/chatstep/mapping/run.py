@@ -2,9 +2,9 @@
 
 ::
 
-    rows --> [journal: finished already? take it] --> render (Runner.prepare)
+    rows --> [journal: finished already? take it] --> render (AsyncRunner.prepare)
          --> [--max-cost: room for its worst case?] --> workers (concurrency)
-         --> Runner.execute: cache? --> RateLimiter (a hook: rpm/tpm, learned from headers,
+         --> AsyncRunner.execute: cache? --> RateLimiter (a hook: rpm/tpm, learned from headers,
              pool-wide pause on 429) --> retries --> backend; history, cost
          --> journal.record --> reorder buffer --> output rows, in input order
 
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from chatstep.accounting.budget import CostBudget, worst_case_cost
-from chatstep.core.runner import Runner
+from chatstep.core.runner import AsyncRunner
 from chatstep.errors import (
     APIError,
     AuthenticationError,
@@ -105,7 +105,7 @@ class MapRun:
         rows: RowSource,
         options: MapOptions | None = None,
         *,
-        runner: Runner | None = None,
+        runner: AsyncRunner | None = None,
         progress: MapProgress | None = None,
         total: int | None = None,
         price_table: PriceTable | None = None,
@@ -168,8 +168,8 @@ class MapRun:
 
     # -- the run ---------------------------------------------------------------------------
 
-    def _make_runner(self, journal: RunJournal | None) -> Runner:
-        return Runner(
+    def _make_runner(self, journal: RunJournal | None) -> AsyncRunner:
+        return AsyncRunner(
             retry=self.options.retry,
             price_table=self._price_table,
             cache=self.options.runner_cache(),
@@ -404,7 +404,7 @@ class MapRun:
 
 @dataclass
 class _RunContext:
-    runner: Runner
+    runner: AsyncRunner
     journal: RunJournal | None
     budget: CostBudget
     finished: dict[int, tuple[RowStatus, str]]
@@ -415,7 +415,7 @@ def amap_step(
     step: StepSource,
     rows: RowSource,
     *,
-    runner: Runner | None = None,
+    runner: AsyncRunner | None = None,
     progress: MapProgress | None = None,
     price_table: PriceTable | None = None,
     **options: Any,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from chatstep.errors import register_secret
 from chatstep.steps.fields import (
@@ -25,6 +25,7 @@ from chatstep.steps.fields import (
     looks_like_template,
 )
 from chatstep.steps.messages import Message
+from chatstep.steps.strict import StrictModel
 from chatstep.steps.tools import FunctionDef, NamedToolChoice, Tool
 
 __all__ = [
@@ -41,11 +42,7 @@ DEFAULT_TIMEOUT = 60.0
 DEFAULT_MAX_RETRIES = 5
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-
-class JSONSchemaFormat(_Strict):
+class JSONSchemaFormat(StrictModel):
     """Structured Outputs: the JSON Schema the answer must match."""
 
     name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
@@ -62,7 +59,7 @@ class JSONSchemaFormat(_Strict):
         return out
 
 
-class ResponseFormat(_Strict):
+class ResponseFormat(StrictModel):
     """``text``, ``json_object`` (JSON mode) or ``json_schema`` (Structured Outputs)."""
 
     type: Literal["text", "json_object", "json_schema"]
@@ -82,14 +79,14 @@ class ResponseFormat(_Strict):
         return {"type": "json_schema", "json_schema": self.json_schema.to_api()}
 
 
-class StreamOptions(_Strict):
+class StreamOptions(StrictModel):
     """Options for streamed answers."""
 
     include_usage: bool | None = None
     include_obfuscation: bool | None = None
 
 
-class StepBase(_Strict):
+class StepBase(StrictModel):
     """Fields every step has: identity and connection."""
 
     kind: ClassVar[str] = ""
@@ -197,11 +194,11 @@ class ChatCompletion(StepBase):
     function_call: str | dict[str, str] | None = Field(default=None, alias="functionCall")
     stream: Templated[bool] | None = None
     stream_options: StreamOptions | None = Field(default=None, alias="streamOptions")
-    service_tier: Literal["auto", "default", "flex", "scale", "priority"] | None = Field(
+    service_tier: Literal["auto", "default", "flex", "scale", "priority", "fast"] | None = Field(
         default=None, alias="serviceTier"
     )
-    reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = Field(
-        default=None, alias="reasoningEffort"
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"] | None = (
+        Field(default=None, alias="reasoningEffort")
     )
     verbosity: Literal["low", "medium", "high"] | None = None
     metadata: dict[str, str] | None = None

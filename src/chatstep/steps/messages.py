@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from chatstep.steps.strict import StrictModel
 
 __all__ = [
     "AudioPart",
@@ -20,32 +22,28 @@ __all__ = [
 ]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-
-class TextPart(_Strict):
+class TextPart(StrictModel):
     """A text content part."""
 
     type: Literal["text"] = "text"
     text: str
 
 
-class ImageURL(_Strict):
+class ImageURL(StrictModel):
     """An image reference: an https URL or a ``data:`` URL."""
 
     url: str
     detail: Literal["auto", "low", "high"] | None = None
 
 
-class ImagePart(_Strict):
+class ImagePart(StrictModel):
     """An image content part."""
 
     type: Literal["image_url"] = "image_url"
     image_url: ImageURL
 
 
-class FileRef(_Strict):
+class FileRef(StrictModel):
     """A file given by uploaded id or inline base64 data."""
 
     file_id: str | None = None
@@ -59,21 +57,21 @@ class FileRef(_Strict):
         return self
 
 
-class FilePart(_Strict):
+class FilePart(StrictModel):
     """A file content part (PDFs and other documents)."""
 
     type: Literal["file"] = "file"
     file: FileRef
 
 
-class InputAudio(_Strict):
+class InputAudio(StrictModel):
     """Base64 audio data and its format."""
 
     data: str
     format: Literal["wav", "mp3"]
 
 
-class AudioPart(_Strict):
+class AudioPart(StrictModel):
     """An audio content part."""
 
     type: Literal["input_audio"] = "input_audio"
@@ -86,7 +84,7 @@ ContentPart = Annotated[
 ]
 
 
-class FunctionCall(_Strict):
+class FunctionCall(StrictModel):
     """A function name and its arguments (a JSON string, or an object that is encoded)."""
 
     name: str
@@ -98,7 +96,7 @@ class FunctionCall(_Strict):
         return json.dumps(self.arguments, ensure_ascii=False)
 
 
-class MessageToolCall(_Strict):
+class MessageToolCall(StrictModel):
     """A tool call carried by an assistant message in the history."""
 
     id: str
@@ -109,7 +107,7 @@ class MessageToolCall(_Strict):
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 
 
-class Message(_Strict):
+class Message(StrictModel):
     """One chat message; ``content`` is a string or a list of parts."""
 
     role: Role

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
+
+from chatstep.steps.strict import StrictModel
 
 __all__ = [
     "FunctionDef",
@@ -32,11 +34,7 @@ _NAME_PATTERN = r"^[a-zA-Z0-9_-]{1,64}$"
 _JSON_TYPES = ("string", "number", "integer", "boolean", "array", "object", "null")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-
-class KestraParameter(_Strict):
+class KestraParameter(StrictModel):
     """One parameter of a Kestra-style function."""
 
     name: str = Field(pattern=_NAME_PATTERN)
@@ -66,7 +64,7 @@ class KestraParameter(_Strict):
         return schema
 
 
-class FunctionDef(_Strict):
+class FunctionDef(StrictModel):
     """A function the model may call; ``parameters`` is a JSON Schema or a Kestra list."""
 
     name: str = Field(pattern=_NAME_PATTERN)
@@ -95,7 +93,7 @@ class FunctionDef(_Strict):
         return out
 
 
-class Tool(_Strict):
+class Tool(StrictModel):
     """A tool the model may call (only function tools exist in Chat Completions)."""
 
     type: Literal["function"] = "function"
@@ -105,11 +103,11 @@ class Tool(_Strict):
         return {"type": "function", "function": self.function.to_api()}
 
 
-class _FunctionName(_Strict):
+class _FunctionName(StrictModel):
     name: str
 
 
-class NamedToolChoice(_Strict):
+class NamedToolChoice(StrictModel):
     """Force a call to one named function."""
 
     type: Literal["function"] = "function"

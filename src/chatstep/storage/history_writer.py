@@ -3,7 +3,7 @@
 A :class:`HistoryWriter` buffers entries and writes them to the :class:`History`
 in one transaction per batch: when :attr:`~HistoryWriter.flush_rows` entries are waiting, when
 the oldest has waited :attr:`~HistoryWriter.flush_seconds` (checked on the next call, and by a
-timer on the running event loop), and when the writer is closed (``Runner.aclose``, and at
+timer on the running event loop), and when the writer is closed (``AsyncRunner.aclose``, and at
 interpreter exit).
 
 Why not a background thread: the first version wrote from one, and measured ~1 ms of CPU per

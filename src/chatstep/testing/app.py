@@ -145,7 +145,8 @@ def create_app(state: ServerState) -> Starlette:
             body, parse_error, uploads = await _read_body(request)
             path = request.url.path
             headers = redact_headers(request.headers.items())
-            state.record(RecordedRequest(request.method, path, headers, body))
+            peer = (request.client.host, request.client.port) if request.client else None
+            state.record(RecordedRequest(request.method, path, headers, body, peer))
             outcome = await exchange.answer(
                 state,
                 exchange.Request(

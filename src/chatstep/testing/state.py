@@ -43,6 +43,8 @@ class RecordedRequest:
     headers: dict[str, str]
     body: Any
     """The parsed JSON body, or None (no body, or a body that is not JSON)."""
+    peer: tuple[str, int] | None = None
+    """The client's (host, port): requests over one kept-alive connection share it."""
 
 
 def _redact(value: str) -> str:

@@ -6,6 +6,7 @@ Runs in its own virtualenv (``ci/integration.sh airflow``); skipped where Airflo
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import os
 import sqlite3
@@ -22,9 +23,9 @@ pytest.importorskip("airflow.sdk", reason="needs the [airflow] extra")
 from airflow.sdk import DAG
 from airflow.sdk.exceptions import AirflowException
 
-from chatstep.batch.api import PollSchedule, asubmit_batch, await_batch
+from chatstep.batch.api import PollSchedule, apoll_batch, asubmit_batch
 from chatstep.errors import ConfigError
-from chatstep.integrations.airflow.batch import ChatStepBatchOperator, ChatStepBatchTrigger
+from chatstep.integrations.airflow import ChatStepBatchOperator, ChatStepBatchTrigger
 from chatstep.testing import TestServer
 
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
@@ -42,7 +43,7 @@ DAG_FILE = textwrap.dedent(
 
     from airflow.sdk import DAG
 
-    from chatstep.integrations.airflow.batch import ChatStepBatchOperator
+    from chatstep.integrations.airflow import ChatStepBatchOperator
 
     OUT = os.environ["CHATSTEP_TEST_OUT"]
     STEP = {"id": "describe", "model": "gpt-4o-mini",
@@ -144,7 +145,11 @@ def test_the_trigger_polls_to_the_end_and_stores_no_key(
     job = asyncio.run(asubmit_batch(STEP, rows))
     trigger = ChatStepBatchTrigger(job.to_dict(), conn_id=None, poll_interval=0.05)
     path, kwargs = trigger.serialize()
-    assert path == "chatstep.integrations.airflow.batch.ChatStepBatchTrigger"
+    assert path == "chatstep.integrations.airflow.triggers.ChatStepBatchTrigger"
+    # Triggers Airflow stored before the package split name the old module: it still loads.
+    for classpath in (path, "chatstep.integrations.airflow.batch.ChatStepBatchTrigger"):
+        module, _, name = classpath.rpartition(".")
+        assert getattr(importlib.import_module(module), name) is ChatStepBatchTrigger
     assert os.environ["OPENAI_API_KEY"] not in json.dumps(kwargs)
 
     async def first_event() -> Any:
@@ -166,7 +171,7 @@ def test_an_expired_batch_fails_the_task_naming_the_job(
     with DAG("expiry", schedule=None):
         op = ChatStepBatchOperator(task_id="t", step=STEP, rows=rows, conn_id=None)
     job = asyncio.run(asubmit_batch(STEP, rows))
-    job = asyncio.run(await_batch(job, poll=PollSchedule(initial=0.05), timeout=60))
+    job = asyncio.run(apoll_batch(job, poll=PollSchedule(initial=0.05), timeout=60))
     assert job.status == "expired"
     with pytest.raises(AirflowException, match=rf"batch job {job.id} is expired: 1/2 rows done"):
         op.execute_complete({}, {"status": job.status, "job": job.to_dict()})

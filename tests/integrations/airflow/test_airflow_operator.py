@@ -173,3 +173,40 @@ def test_answer_of_each_kind(openai_env: TestServer) -> None:
         {"type": "embedding", "model": "text-embedding-3-small", "input": ["a", "b"]}
     )
     assert len(answer_of(embedding)) == 2
+
+
+def test_hook_puts_the_connection_in_front_of_chatstep_secrets(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import asyncio
+
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    from chatstep.integrations.airflow import ChatStepHook
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-from-the-environment-0000")
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_MY_OPENAI",
+        json.dumps(
+            {
+                "conn_type": "openai",
+                "host": "http://gateway.example/v1",
+                "password": CONN_KEY,
+                "extra": {"openai_client_kwargs": {"organization": "org-1"}},
+            }
+        ),
+    )
+    for store in (
+        ChatStepHook("my_openai").secret_store(),
+        asyncio.run(ChatStepHook("my_openai").asecret_store()),
+    ):
+        assert store.get("OPENAI_API_KEY") == CONN_KEY
+        assert store.get("OPENAI_BASE_URL") == "http://gateway.example/v1"
+        assert store.get("OPENAI_ORG_ID") == "org-1"
+    # No openai_default connection: chatstep's own lookup; a named one that is missing: an error.
+    assert ChatStepHook().secret_store().get("OPENAI_API_KEY") == "sk-from-the-environment-0000"
+    assert ChatStepHook(None).secret_store().get("OPENAI_API_KEY") == (
+        "sk-from-the-environment-0000"
+    )
+    with pytest.raises(AirflowNotFoundException):
+        ChatStepHook("no_such_connection").secret_store()

@@ -20,7 +20,7 @@ from flytekit import FlyteContextManager, Workflow
 from flytekit.configuration import SerializationSettings
 from flytekit.core.base_task import PythonTask
 from flytekit.core.interface import Interface
-from flytekit.core.type_engine import TypeEngine
+from flytekit.extend import TypeEngine
 from flytekit.extend.backend.base_connector import (
     AsyncConnectorBase,
     AsyncConnectorExecutorMixin,
@@ -28,6 +28,7 @@ from flytekit.extend.backend.base_connector import (
     Resource,
     ResourceMeta,
 )
+from flytekit.models.literals import LiteralMap
 from flytekit.types.file import JSONLFile
 from flytekit.types.iterator import JSON
 
@@ -174,9 +175,11 @@ class BatchConnector(AsyncConnectorBase):  # type: ignore[misc]
             rows = out_dir / "rows.jsonl"
             await ctx.file_access.async_get_data(resource_meta.input_uri, str(rows))
         results = await abatch_results(job, out_dir / "results.jsonl", rows=rows, secrets=store)
-        outputs = await TypeEngine._dict_to_literal_map(
-            ctx, {"results": JSONLFile(str(results.path))}, {"results": JSONLFile}
+        # TypeEngine's public async converters (its dict -> LiteralMap helper is private).
+        joined = await TypeEngine.async_to_literal(
+            ctx, JSONLFile(str(results.path)), JSONLFile, TypeEngine.to_literal_type(JSONLFile)
         )
+        outputs = LiteralMap(literals={"results": joined})
         message = f"{results.rows} rows: {results.succeeded} succeeded, {results.failed} failed"
         return Resource(phase=TaskExecution.SUCCEEDED, outputs=outputs, message=message)
 

@@ -16,7 +16,7 @@ from flytekit import FlyteContextManager
 from flytekit.configuration import SerializationSettings
 from flytekit.core.base_task import PythonTask
 from flytekit.core.interface import Interface
-from flytekit.core.type_engine import TypeEngine
+from flytekit.extend import TypeEngine
 from flytekit.extend.backend.base_connector import (
     ConnectorRegistry,
     Resource,
@@ -262,19 +262,21 @@ class ChatStepConnector(SyncConnectorBase):  # type: ignore[misc]
         inputs: Any = None,
         **kwargs: Any,
     ) -> Resource:
-        from chatstep.core.runner import Runner
+        from chatstep.core.runner import AsyncRunner
 
         ctx = FlyteContextManager.current_context()
         values: dict[str, Any] = {}
         if inputs is not None and inputs.literals:
-            values = await TypeEngine._literal_map_to_kwargs(
-                ctx, inputs, literal_types=task_template.interface.inputs
-            )
+            # TypeEngine's public async converters (its LiteralMap -> kwargs helper is private).
+            declared = task_template.interface.inputs
+            for name, literal in inputs.literals.items():
+                python_type = TypeEngine.guess_python_type(declared[name].type)
+                values[name] = await TypeEngine.async_to_python_value(ctx, literal, python_type)
         values = {k: v for k, v in values.items() if v is not None}
         custom = task_template.custom
         step = load_step(custom["step"])
         try:
-            async with Runner(secrets=flyte_secret_store()) as runner:
+            async with AsyncRunner(secrets=flyte_secret_store()) as runner:
                 result = await runner.run(step, values)
         except ChatstepError as exc:
             return Resource(phase=_phase_for(exc), message=f"{type(exc).__name__}: {exc}")
