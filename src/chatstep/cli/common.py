@@ -38,6 +38,7 @@ from chatstep.errors import (
     ChatstepError,
     ConfigError,
     InternalServerError,
+    InvalidResponseError,
     OutputError,
     RateLimitError,
     redact,
@@ -66,7 +67,10 @@ def exit_code_for(exc: BaseException) -> int:
     """The documented exit code for an error."""
     if isinstance(exc, ConfigError):
         return EXIT_CODES["config"]
-    if isinstance(exc, RateLimitError | InternalServerError | APITimeoutError | APIConnectionError):
+    unavailable = (
+        RateLimitError | InternalServerError | APITimeoutError | APIConnectionError
+    ) | InvalidResponseError
+    if isinstance(exc, unavailable):
         return EXIT_CODES["api_unavailable"]
     if isinstance(exc, APIError):
         return EXIT_CODES["api_refused"]
