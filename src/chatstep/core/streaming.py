@@ -34,11 +34,14 @@ _CHUNK_SKIP = frozenset({"object", "choices", "usage"})
 
 def _merge_extra(into: dict[str, Any], key: str, value: Any, *, join_strings: bool) -> None:
     """A field chatstep does not know: strings join like ``content`` (``join_strings``), other
-    values keep the last one sent; ``None`` never erases an earlier value."""
+    values keep the last one sent; ``null`` never erases an earlier value (a field only ever
+    sent as ``null`` stays ``null``)."""
     if value is None:
+        into.setdefault(key, None)
         return
-    if join_strings and isinstance(value, str) and isinstance(into.get(key, ""), str):
-        into[key] = into.get(key, "") + value
+    current = into.get(key)
+    if join_strings and isinstance(value, str) and isinstance(current, str | None):
+        into[key] = (current or "") + value
     else:
         into[key] = value
 
@@ -62,12 +65,13 @@ class _ChoiceState:
 class ChunkAssembler:
     """Feed ``chat.completion.chunk`` dicts; get Delta objects back and the final response.
 
-    The assembled response equals the non-streamed one field by field, as servers really stream:
-    ``content``, ``refusal``, tool-call names and arguments and unknown string fields of a delta
-    (``reasoning_content``, ``reasoning``) are joined; other unknown fields of a chunk, a choice
-    or a delta keep their last non-null value; a tool call with a new ``id`` at an index already
-    used starts a new call (servers that send parallel calls all at ``index: 0``); chunks without
-    choices (a usage-only last chunk) and fields repeated or blank in later chunks change nothing.
+    The assembled response equals the non-streamed one field by field, as servers really
+    stream: ``content``, ``refusal``, tool-call names and arguments and unknown string fields of
+    a delta (``reasoning_content``, ``reasoning``) are joined; other unknown fields of a chunk, a
+    choice or a delta keep their last non-null value (``null`` if never anything else); a tool
+    call with a new ``id`` at an index already used starts a new call (servers that send
+    parallel calls all at ``index: 0``); chunks without choices (a usage-only last chunk) and
+    fields repeated or blank in later chunks change nothing.
     """
 
     def __init__(self) -> None:
