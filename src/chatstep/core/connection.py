@@ -83,13 +83,15 @@ def _azure_settings(
     step: StepBase, secrets: SecretStore, base_url: str | None, query: tuple[tuple[str, str], ...]
 ) -> tuple[str | None, str | None, tuple[tuple[str, str], ...]]:
     """(base URL, api-version or None, query without api-version) under the SDK's Azure rules."""
+    azure_env = False
     if not base_url:
         endpoint = secrets.find("AZURE_OPENAI_ENDPOINT", sensitive=False)
         if endpoint:
+            azure_env = True
             base_url, query = split_base_url(endpoint.rstrip("/") + "/openai")
     in_query = dict(query).get("api-version")
     version = step.api_version or in_query
-    if version is None and base_url and _looks_azure(base_url):
+    if version is None and base_url and (azure_env or _looks_azure(base_url)):
         version = secrets.find("OPENAI_API_VERSION", sensitive=False)
         if version is None:
             raise ConfigError(
