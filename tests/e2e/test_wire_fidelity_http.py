@@ -441,3 +441,22 @@ def test_a_400_without_the_header_is_final(openai_env: TestServer) -> None:
     openai_env.enqueue(Fail(400))
     with pytest.raises(BadRequestError):
         _run(STEP)
+
+
+def test_history_logs_a_200_error_as_a_failure(openai_env: TestServer, tmp_path: Path) -> None:
+    from chatstep.storage.history import History
+
+    openai_env.allow_spec_violations()
+    history = History(tmp_path / "h.db")
+    openai_env.enqueue(error_in_success(), empty_choices())
+
+    async def main() -> None:
+        async with Runner(retry=FAST, history=history) as runner:
+            for _ in range(2):
+                with pytest.raises((InternalServerError, InvalidResponseError)):
+                    await runner.run(FINAL)
+
+    asyncio.run(main())
+    entries = history.recent()
+    assert len(entries) == 2
+    assert all(e.error is not None and e.response is None for e in entries)

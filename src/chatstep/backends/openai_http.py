@@ -27,7 +27,7 @@ from chatstep.errors import APIConnectionError, APITimeoutError, InvalidResponse
 if TYPE_CHECKING:
     from chatstep.core.connection import Connection
 
-__all__ = ["OpenAIHTTPBackend", "error_from_sdk"]
+__all__ = ["OpenAIHTTPBackend"]
 
 T = TypeVar("T")
 
