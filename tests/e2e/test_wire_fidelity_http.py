@@ -460,3 +460,15 @@ def test_history_logs_a_200_error_as_a_failure(openai_env: TestServer, tmp_path:
     entries = history.recent()
     assert len(entries) == 2
     assert all(e.error is not None and e.response is None for e in entries)
+
+
+def test_x_should_retry_false_on_a_200_error_body_is_final(openai_env: TestServer) -> None:
+    openai_env.allow_spec_violations()
+    body = {"error": {"message": "upstream down", "code": 502}}
+    no_retry = Respond(body=body, headers={"x-should-retry": "false"}, validate=False)
+    openai_env.enqueue(no_retry, Respond(content="never"))
+    with pytest.raises(InternalServerError) as caught:
+        _run(STEP)
+    assert caught.value.should_retry is False
+    assert caught.value.request_id is not None
+    assert _chat_requests(openai_env) == 1

@@ -20,9 +20,15 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from chatstep.backends.base import JSON, Reply, StreamReply
-from chatstep.backends.sdk_client import call_sdk, error_from_sdk, make_client
+from chatstep.backends.sdk_client import (
+    call_sdk,
+    error_from_sdk,
+    make_client,
+    should_retry_header,
+)
 from chatstep.core.response_check import check_response, error_from_object
-from chatstep.errors import APIConnectionError, APITimeoutError, InvalidResponseError
+from chatstep.core.retry import parse_retry_after
+from chatstep.errors import APIConnectionError, APIError, APITimeoutError, InvalidResponseError
 
 if TYPE_CHECKING:
     from chatstep.core.connection import Connection
@@ -100,7 +106,14 @@ class OpenAIHTTPBackend:
         where = f"POST {path}"
         raw = await _within(timeout, where, lambda: call_sdk("POST", path, send))
         data = _decode(raw, "POST", path)
-        check_response(path.strip("/").replace("/", "."), data, where)
+        try:
+            check_response(path.strip("/").replace("/", "."), data, where)
+        except APIError as exc:
+            # The failure record keeps what the headers say, as for an error status.
+            exc.request_id = raw.headers.get("x-request-id")
+            exc.retry_after = parse_retry_after(raw.headers)
+            exc.should_retry = should_retry_header(raw.headers)
+            raise
         return Reply(data, dict(raw.headers))
 
     async def complete(self, body: JSON, *, timeout: float) -> Reply:
