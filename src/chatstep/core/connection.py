@@ -56,10 +56,6 @@ class Connection:
     stream_timeout: float | None = None
     """Seconds a streamed attempt may take in total (``timeout`` is then the gap between events)."""
 
-    @property
-    def azure(self) -> bool:
-        return self.api_version is not None
-
     def identity(self) -> tuple[str, ...]:
         """What makes two connections share a client (the key only as a digest)."""
         digest = hashlib.sha256((self.api_key or "").encode()).hexdigest()[:16]
@@ -140,7 +136,9 @@ def resolve_connection(step: StepBase, secrets: SecretStore) -> Connection:
     base_url, query = split_base_url(
         step.base_url or secrets.find("OPENAI_BASE_URL", sensitive=False)
     )
-    base_url, api_version, query = _azure_settings(step, secrets, base_url, query)
+    api_version: str | None = None
+    if step.backend != "local" and not step.model.startswith(LOCAL_PREFIX):
+        base_url, api_version, query = _azure_settings(step, secrets, base_url, query)
     api_key = step.api_key or (
         (secrets.find("AZURE_OPENAI_API_KEY") if api_version else None)
         or secrets.find("OPENAI_API_KEY")
