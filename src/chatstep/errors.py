@@ -164,7 +164,8 @@ class APIError(ChatstepError):
     """The endpoint failed the request: an error status, no connection, or an invalid answer.
 
     The fields form the normalized failure record the retry policy decides on: ``status_code``
-    (``None`` when no status arrived), ``code`` (the body's error code), ``request_id``,
+    (``None`` when no status arrived; for an error object in a 2xx body or a stream, the status
+    its code or type stands for), ``code`` (the body's error code), ``request_id``,
     ``retry_after`` (seconds, from ``retry-after-ms`` / ``retry-after``), ``should_retry`` (the
     ``x-should-retry`` header: ``True``/``False``, or ``None`` when absent) and ``body`` (the
     error body, redacted).

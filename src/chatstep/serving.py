@@ -34,6 +34,7 @@ from chatstep.errors import (
     BadRequestError,
     ChatstepError,
     ConfigError,
+    InvalidResponseError,
     NotFoundError,
     PermissionDeniedError,
     RateLimitError,
@@ -60,6 +61,7 @@ _CLASS_STATUS: tuple[tuple[type[APIError], int], ...] = (
     (RateLimitError, 429),
     (APITimeoutError, 504),  # the upstream (or the model) did not answer in time
     (APIConnectionError, 502),  # the upstream could not be reached
+    (InvalidResponseError, 502),  # the upstream answered, but not with an answer
 )
 _ERROR_TYPES = {
     400: "invalid_request_error",

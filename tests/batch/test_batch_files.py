@@ -144,3 +144,52 @@ def test_join_is_in_input_order_with_errors_on_their_rows(tmp_path: Path) -> Non
     assert joined[11]["error"]["code"] == "not_run"
     assert (summary.rows, summary.succeeded, summary.failed) == (30, 28, 2)
     assert summary.cost == pytest.approx(28 * 0.5)
+
+
+def test_error_file_lines_fail_and_bad_2xx_bodies_fail(tmp_path: Path) -> None:
+    """Issue 10, item 9: an error-file line is a failure whatever it says; a success needs a 2xx
+    status and a body that passes the chat shape check."""
+    rows = [{"n": n} for n in range(6)]
+    outputs = [
+        _ok("row-0", 0),
+        {"custom_id": "row-1", "response": {"status_code": 200, "body": {"choices": []}}},
+        {
+            "custom_id": "row-2",
+            "response": {
+                "status_code": 200,
+                "body": {"error": {"message": "Provider returned error", "code": 502}},
+            },
+        },
+        {"custom_id": "row-3", "response": {"status_code": 0, "body": {}}, "error": None},
+        _ok("row-5", 5),
+    ]
+    out_file = tmp_path / "output-0000.jsonl"
+    out_file.write_text("".join(json.dumps(o) + "\n" for o in outputs))
+    err_file = tmp_path / "errors-0000.jsonl"
+    issue_line = {
+        "custom_id": "row-4",
+        "response": {"status_code": 0, "request_id": "", "body": {}},
+        "error": None,
+    }
+    err_file.write_text(json.dumps(issue_line) + "\n")
+    dest = tmp_path / "joined.jsonl"
+    summary = join_results(
+        rows,
+        lambda i, row: f"row-{i}",
+        [out_file, err_file],
+        dest,
+        missing=lambda i: {"code": "not_run", "message": "never ran"},
+        cost=lambda body: None,
+        chat=True,
+        error_files=[err_file],
+        endpoint="/v1/chat/completions",
+    )
+    joined = [json.loads(line) for line in dest.read_text().splitlines()]
+    assert [j["ok"] for j in joined] == [True, False, False, False, False, True]
+    assert joined[1]["error"]["type"] == "InvalidResponseError"
+    assert joined[2]["error"]["status_code"] == 502
+    assert joined[2]["error"]["type"] == "InternalServerError"
+    assert joined[3]["error"]["code"] == "invalid_response"
+    assert joined[4]["error"]["code"] == "batch_error"
+    assert "error file" in joined[4]["error"]["message"]
+    assert (summary.succeeded, summary.failed) == (2, 4)

@@ -83,7 +83,7 @@ def test_1000_rows_through_every_kind_of_fault(serve: ServerFactory) -> None:
 
 def test_whole_answers_through_every_kind_of_fault(serve: ServerFactory) -> None:
     """The same without streaming: every fault kind that a whole answer can meet."""
-    kinds = tuple(k for k in FAULT_KINDS if k != "truncated_stream")
+    kinds = tuple(k for k in FAULT_KINDS if k not in ("truncated_stream", "stream_error"))
     server = serve(
         fault_rate=0.2,
         faults=kinds,

@@ -210,6 +210,9 @@ def test_fault_kinds_are_listed() -> None:
         "timeout",
         "malformed",
         "truncated_stream",
+        "error_200",
+        "empty_answer",
+        "stream_error",
     }
 
 

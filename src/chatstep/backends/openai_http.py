@@ -3,26 +3,37 @@
 Bodies go through the SDK's low-level ``post`` untouched (no per-parameter signature to keep in
 step with, vendor fields pass as they are) and come back as raw HTTP responses decoded to
 plain dicts, with their headers (rate-limit headers feed the scheduler). The SDK's retries are
-off: chatstep's retry policy decides. SDK exceptions become chatstep errors here and nowhere else.
+off: chatstep's retry policy decides. The client and the translation of SDK exceptions come from
+:mod:`chatstep.backends.sdk_client` (shared with the Batch API client).
+
+Every 2xx body is shape-checked (:func:`chatstep.core.response_check.check_response`) and every
+stream event checked for an error object, so a success status never carries a failure upward.
+``timeout`` is the total of one request (a server trickling bytes cannot stretch it); for a stream
+it is the longest wait for the headers and then between two events.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from chatstep.backends.base import JSON, Reply, StreamReply
-from chatstep.core.retry import parse_retry_after
-from chatstep.errors import (
-    APIConnectionError,
-    APIError,
-    APITimeoutError,
-    error_for_status,
-    redact,
+from chatstep.backends.sdk_client import (
+    call_sdk,
+    error_from_sdk,
+    make_client,
+    should_retry_header,
 )
+from chatstep.core.response_check import check_response, error_from_object
+from chatstep.core.retry import parse_retry_after
+from chatstep.errors import APIConnectionError, APIError, APITimeoutError, InvalidResponseError
 
-__all__ = ["OpenAIHTTPBackend", "error_from_sdk"]
+if TYPE_CHECKING:
+    from chatstep.core.connection import Connection
+
+__all__ = ["OpenAIHTTPBackend"]
 
 T = TypeVar("T")
 
@@ -41,35 +52,6 @@ def _http_response_class() -> type[Any]:
     return httpx.Response
 
 
-def error_from_sdk(exc: Exception, method: str, path: str) -> APIError:
-    """An OpenAI SDK exception as the chatstep error it stands for."""
-    import openai
-
-    if isinstance(exc, openai.APITimeoutError):
-        return APITimeoutError(f"{method} {path}: no answer within the step's timeout")
-    if isinstance(exc, openai.APIStatusError):
-        status = exc.status_code
-        headers = exc.response.headers
-        body = exc.body if isinstance(exc.body, dict) else {}
-        code = body.get("code") if isinstance(body.get("code"), str) else None
-        detail = body.get("message") if isinstance(body.get("message"), str) else exc.message
-        label = f"{status} {code}" if code else str(status)
-        return error_for_status(status)(
-            f"{method} {path} -> {label}: {redact(str(detail))}",
-            status_code=status,
-            code=code,
-            request_id=headers.get("x-request-id"),
-            retry_after=parse_retry_after(headers),
-            body=body or None,
-        )
-    if isinstance(exc, openai.APIConnectionError):
-        cause = exc.__cause__ or exc
-        return APIConnectionError(
-            f"{method} {path}: connection failed: {type(cause).__name__}: {cause}"
-        )
-    return APIError(f"{method} {path}: {type(exc).__name__}: {exc}")
-
-
 def _decode(raw: Any, method: str, path: str) -> JSON:
     try:
         data = json.loads(raw.content)
@@ -83,53 +65,59 @@ def _decode(raw: Any, method: str, path: str) -> JSON:
     return data
 
 
+def _stream_error(chunk: JSON) -> Any:
+    """The error object an event carries, or None: ``{"error": {...}}`` or a bare error object
+    (vLLM: ``{"object": "error", "code": 504, "type": "GatewayTimeout", "message": ...}``)."""
+    if chunk.get("error") not in (None, {}, ""):
+        return chunk["error"]
+    if chunk.get("object") == "error" or (
+        "choices" not in chunk and "message" in chunk and ("code" in chunk or "type" in chunk)
+    ):
+        return chunk
+    return None
+
+
+async def _within(seconds: float, where: str, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    # httpx's timeout is per read: a server trickling a byte at a time never trips it.
+    try:
+        return await asyncio.wait_for(make(), seconds)
+    except asyncio.TimeoutError:
+        raise APITimeoutError(
+            f"{where}: no whole answer within the step's timeout ({seconds:g} s in total)"
+        ) from None
+
+
 class OpenAIHTTPBackend:
     """Any OpenAI-compatible endpoint: OpenAI, Azure OpenAI (v1 API), vLLM, Ollama, llama.cpp."""
 
     name = "openai"
 
-    def __init__(
-        self,
-        *,
-        api_key: str,
-        base_url: str | None = None,
-        organization: str | None = None,
-        project: str | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        from openai import AsyncOpenAI
-
-        self.base_url = base_url
-        self._client = AsyncOpenAI(
-            api_key=api_key,
-            base_url=base_url,
-            organization=organization,
-            project=project,
-            max_retries=0,
-            default_headers=dict(headers or {}),
-        )
+    def __init__(self, conn: Connection) -> None:
+        self.base_url = conn.base_url
+        self._client = make_client(conn)
         self._response_class = _http_response_class()
 
     def __repr__(self) -> str:
         return f"OpenAIHTTPBackend(base_url={str(self._client.base_url)!r})"
 
-    async def _call(self, method: str, path: str, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
-        import openai
-
-        try:
-            return await make()
-        except openai.OpenAIError as exc:
-            raise error_from_sdk(exc, method, path) from None
-
     async def _post(self, path: str, body: JSON, timeout: float) -> Reply:
-        raw = await self._call(
-            "POST",
-            path,
-            lambda: self._client.post(
+        async def send() -> Any:
+            return await self._client.post(
                 path, cast_to=self._response_class, body=body, options={"timeout": timeout}
-            ),
-        )
-        return Reply(_decode(raw, "POST", path), dict(raw.headers))
+            )
+
+        where = f"POST {path}"
+        raw = await _within(timeout, where, lambda: call_sdk("POST", path, send))
+        data = _decode(raw, "POST", path)
+        try:
+            check_response(path.strip("/").replace("/", "."), data, where)
+        except APIError as exc:
+            # The failure record keeps what the headers say, as for an error status.
+            exc.request_id = raw.headers.get("x-request-id")
+            exc.retry_after = parse_retry_after(raw.headers)
+            exc.should_retry = should_retry_header(raw.headers)
+            raise
+        return Reply(data, dict(raw.headers))
 
     async def complete(self, body: JSON, *, timeout: float) -> Reply:
         return await self._post("/chat/completions", body, timeout)
@@ -138,33 +126,50 @@ class OpenAIHTTPBackend:
         from openai import AsyncStream
 
         path = "/chat/completions"
-        sdk_stream = await self._call(
-            "POST",
-            path,
-            lambda: self._client.post(
+
+        async def send() -> Any:
+            return await self._client.post(
                 path,
                 cast_to=object,
                 body=body,
                 options={"timeout": timeout},
                 stream=True,
                 stream_cls=AsyncStream[object],
-            ),
-        )
-        return StreamReply(self._chunks(sdk_stream, path), dict(sdk_stream.response.headers))
+            )
 
-    async def _chunks(self, sdk_stream: Any, path: str) -> AsyncIterator[JSON]:
+        where = f"POST {path}"
+        sdk_stream = await _within(timeout, where, lambda: call_sdk("POST", path, send))
+        return StreamReply(
+            self._chunks(sdk_stream, path, timeout), dict(sdk_stream.response.headers)
+        )
+
+    async def _chunks(self, sdk_stream: Any, path: str, gap: float) -> AsyncIterator[JSON]:
+        """The stream's events; ``gap`` seconds at most between two (keep-alive comments are
+        not events)."""
         import openai
 
+        where = f"POST {path}"
+        events = sdk_stream.__aiter__()
         try:
-            async for chunk in sdk_stream:
-                if isinstance(chunk, dict):
-                    yield chunk
+            while True:
+                try:
+                    chunk = await asyncio.wait_for(events.__anext__(), gap)
+                except StopAsyncIteration:
+                    return
+                except asyncio.TimeoutError:
+                    raise APITimeoutError(
+                        f"{where}: the stream sent no event for {gap:g} s (the step's timeout)"
+                    ) from None
+                if not isinstance(chunk, dict):
+                    raise InvalidResponseError(f"{where}: a stream event is not a JSON object")
+                error = _stream_error(chunk)
+                if error is not None:
+                    raise error_from_object(error, where)
+                yield chunk
         except openai.OpenAIError as exc:
             raise error_from_sdk(exc, "POST", path) from None
         except json.JSONDecodeError as exc:
-            raise APIConnectionError(
-                f"POST {path}: a stream event is not valid JSON ({exc})"
-            ) from None
+            raise APIConnectionError(f"{where}: a stream event is not valid JSON ({exc})") from None
         finally:
             await sdk_stream.close()
 
@@ -175,13 +180,12 @@ class OpenAIHTTPBackend:
         return await self._post("/moderations", body, timeout)
 
     async def list_models(self, *, timeout: float) -> Reply:
-        raw = await self._call(
-            "GET",
-            "/models",
-            lambda: self._client.get(
+        async def send() -> Any:
+            return await self._client.get(
                 "/models", cast_to=self._response_class, options={"timeout": timeout}
-            ),
-        )
+            )
+
+        raw = await _within(timeout, "GET /models", lambda: call_sdk("GET", "/models", send))
         return Reply(_decode(raw, "GET", "/models"), dict(raw.headers))
 
     async def aclose(self) -> None:

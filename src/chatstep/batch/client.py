@@ -1,6 +1,8 @@
 """The Files and Batches endpoints, through the official SDK, with chatstep's retries and errors.
 
-As in the HTTP backend, the SDK's own retries are off and SDK exceptions become chatstep errors.
+The client and the SDK-error translation are the HTTP backend's (``backends.sdk_client``):
+the SDK's own retries are off, SDK exceptions become chatstep errors, and Azure connections use the
+SDK's Azure client.
 Reading calls (retrieve, list, download) and uploads are retried by the retry policy. Creating a
 batch is not idempotent, so before a retry the client first looks for a batch the failed call
 may have created anyway (by the job and part ids in its metadata).
@@ -12,8 +14,9 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from chatstep.backends.sdk_client import call_sdk, make_client
 from chatstep.batch.journal import BatchJob, BatchJournal, JobRef
-from chatstep.core.connection import NO_KEY_PLACEHOLDER, Connection
+from chatstep.core.connection import Connection
 from chatstep.core.retry import RetryLoop, RetryPolicy
 from chatstep.errors import APIError
 
@@ -42,19 +45,9 @@ class BatchClient:
         *,
         retry: RetryPolicy | None = None,
     ) -> None:
-        from openai import AsyncOpenAI
-
         self.conn = conn
         self.retry = retry or RetryPolicy(max_retries=conn.max_retries)
-        self._client = AsyncOpenAI(
-            api_key=conn.api_key or NO_KEY_PLACEHOLDER,
-            base_url=conn.base_url,
-            organization=conn.organization,
-            project=conn.project,
-            max_retries=0,
-            timeout=conn.timeout,
-            default_headers=dict(conn.headers),
-        )
+        self._client = make_client(conn, timeout=conn.timeout)
 
     async def __aenter__(self) -> BatchClient:
         return self
@@ -65,16 +58,6 @@ class BatchClient:
     async def aclose(self) -> None:
         await self._client.close()
 
-    async def _once(self, method: str, path: str, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
-        import openai
-
-        from chatstep.backends.openai_http import error_from_sdk
-
-        try:
-            return await make()
-        except openai.OpenAIError as exc:
-            raise error_from_sdk(exc, method, path) from None
-
     async def _call(
         self,
         method: str,
@@ -83,7 +66,7 @@ class BatchClient:
         before_retry: Callable[[], Awaitable[T | None]] | None = None,
     ) -> T:
         loop: RetryLoop[T] = RetryLoop(self.retry, after_wait=before_retry)
-        return await loop.run(lambda: self._once(method, path, make))
+        return await loop.run(lambda: call_sdk(method, path, make))
 
     async def upload(self, path: Path) -> JSON:
         """Upload a Batch input file (``purpose="batch"``)."""

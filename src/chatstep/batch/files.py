@@ -9,14 +9,16 @@ joined to the input rows by ``custom_id``: one joined row per input row, in inpu
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from chatstep.core.request import Request
+from chatstep.core.response_check import check_response
 from chatstep.core.structured_output import parse_choice_json
 from chatstep.errors import (
+    APIError,
     ConfigError,
     InvalidJSONError,
     OutputError,
@@ -209,26 +211,59 @@ def _index(files: Iterable[Path]) -> tuple[list[Path], dict[str, tuple[int, int]
     return paths, where
 
 
-def _error_of(line: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The normalized error of an output/error line, or None when it succeeded."""
+def _error_of(
+    line: Mapping[str, Any], *, from_error_file: bool, endpoint: str
+) -> dict[str, Any] | None:
+    """The normalized error of an output/error line, or None when it succeeded.
+
+    A line of the error file is a failure whatever it says; an output line succeeds only with a
+    2xx status and a body that is an answer for ``endpoint`` (``/v1/chat/completions``...).
+    """
     response = line.get("response") if isinstance(line.get("response"), Mapping) else None
     error = line.get("error") if isinstance(line.get("error"), Mapping) else None
     status = response.get("status_code") if response else None
-    if error is None and isinstance(status, int) and status < 400:
-        return None
-    out: dict[str, Any] = {"status_code": status, "code": None, "message": None, "type": None}
     body = response.get("body") if response else None
+    ok_status = isinstance(status, int) and 200 <= status < 300
+    if error is None and ok_status and not from_error_file:
+        problem = _answer_problem(body, endpoint)
+        if problem is None:
+            return None
+        return problem
+    out: dict[str, Any] = {"status_code": status, "code": None, "message": None, "type": None}
     detail = body.get("error") if isinstance(body, Mapping) else None
     for source in (detail, error):
         if isinstance(source, Mapping):
             for key in ("code", "message", "type"):
                 if out[key] is None and source.get(key) is not None:
                     out[key] = source.get(key)
-    if out["code"] is None and isinstance(status, int):
+    if out["code"] is None and isinstance(status, int) and not ok_status and status > 0:
         out["code"] = f"http_{status}"
+    if out["code"] is None:
+        out["code"] = "batch_error" if from_error_file else "invalid_response"
     if out["message"] is None:
-        out["message"] = f"the request failed with status {status}"
+        out["message"] = (
+            f"the batch error file lists this request (status {status})"
+            if from_error_file
+            else f"the request failed with status {status}"
+        )
     return out
+
+
+def _answer_problem(body: Any, endpoint: str) -> dict[str, Any] | None:
+    """The error of a 2xx body that is not an answer (see core.response_check), or None."""
+    name = endpoint.removeprefix("/v1").strip("/").replace("/", ".")
+    if name not in ("chat.completions", "embeddings", "moderations"):
+        return None
+    try:
+        check_response(name, body, f"POST {endpoint}")
+    except APIError as exc:
+        return {
+            "status_code": exc.status_code,
+            "code": exc.code or "invalid_response",
+            "message": str(exc),
+            "type": type(exc).__name__,
+        }
+    return None
 
 
 def join_results(
@@ -241,18 +276,23 @@ def join_results(
     cost: Callable[[Mapping[str, Any]], float | None],
     chat: bool,
     response_format: dict[str, Any] | None = None,
+    error_files: Collection[Path] = (),
+    endpoint: str = "",
 ) -> JoinSummary:
     """Write one joined row per input row to ``dest``, in input order.
 
-    ``result_files`` are output and error files; ``missing(index)`` is the error of a row no file
-    answers; ``cost(body)`` prices one response. Each joined row holds ``index``, ``custom_id``,
-    ``input``, ``ok``, ``response`` (the API's body), ``error``, ``usage``, ``cost`` and, for chat,
-    ``content``, and ``parsed`` when ``response_format`` asks for JSON: the answer parsed and
-    checked against the schema, as ``run`` and ``map`` do. An answer that fails that check makes
-    the row fail (``error.code`` ``invalid_json``, ``schema_mismatch`` or ``truncated_output``),
-    its response kept.
+    ``result_files`` are output and error files; any line of a file also in ``error_files`` is a
+    failure. An output line succeeds only with a 2xx status and a body that passes the shape
+    check of ``endpoint`` (``/v1/chat/completions``...). ``missing(index)`` is the error of a row
+    no file answers; ``cost(body)`` prices one response. Each joined row holds ``index``,
+    ``custom_id``, ``input``, ``ok``, ``response`` (the API's body), ``error``, ``usage``,
+    ``cost`` and, for chat, ``content``, and ``parsed`` when ``response_format`` asks for JSON:
+    the answer parsed and checked against the schema, as ``run`` and ``map`` do. An answer that
+    fails that check makes the row fail (``error.code`` ``invalid_json``, ``schema_mismatch`` or
+    ``truncated_output``), its response kept.
     """
     paths, where = _index(result_files)
+    errors_at = set(error_files)
     handles = [p.open("rb") for p in paths]
     summary = JoinSummary()
     total_cost = 0.0
@@ -270,7 +310,9 @@ def join_results(
                     handle = handles[found[0]]
                     handle.seek(found[1])
                     line = json.loads(handle.readline())
-                    error = _error_of(line)
+                    error = _error_of(
+                        line, from_error_file=paths[found[0]] in errors_at, endpoint=endpoint
+                    )
                     response = line.get("response")
                     if error is None and isinstance(response, Mapping):
                         body = response.get("body")

@@ -85,6 +85,9 @@ class BatchConnection:
     timeout: float = 60.0
     max_retries: int = 5
     headers: tuple[tuple[str, str], ...] = ()
+    query: tuple[tuple[str, str], ...] = ()
+    api_version: str | None = None
+    """Azure OpenAI's ``api-version`` (None: not Azure)."""
 
     @classmethod
     def from_connection(cls, conn: Connection, api_key_secret: str | None) -> BatchConnection:
@@ -102,6 +105,8 @@ class BatchConnection:
             timeout=conn.timeout,
             max_retries=conn.max_retries,
             headers=headers,
+            query=conn.query,
+            api_version=conn.api_version,
         )
 
     def resolve(self, secrets: SecretStore, api_key: str | None = None) -> Connection:
@@ -110,6 +115,9 @@ class BatchConnection:
         from chatstep.errors import register_secret
 
         key = api_key
+        if key is None and self.api_version and self.api_key_secret == "OPENAI_API_KEY":
+            # The SDK's Azure convention, as resolve_connection follows it.
+            key = secrets.find("AZURE_OPENAI_API_KEY", "api_key")
         if key is None:
             key = secrets.find(self.api_key_secret or "OPENAI_API_KEY", "api_key")
         if key is None and self.base_url is None:
@@ -132,17 +140,21 @@ class BatchConnection:
             timeout=self.timeout,
             max_retries=self.max_retries,
             headers=self.headers,
+            query=self.query,
+            api_version=self.api_version,
         )
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["headers"] = [list(pair) for pair in self.headers]
+        out["query"] = [list(pair) for pair in self.query]
         return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> BatchConnection:
         values = dict(data)
         values["headers"] = tuple(tuple(pair) for pair in values.get("headers") or ())
+        values["query"] = tuple(tuple(pair) for pair in values.get("query") or ())
         return cls(**values)
 
 

@@ -130,6 +130,7 @@ async def abatch_results(
         directory = current.directory or journal.job_dir(current.id)
         directory.mkdir(parents=True, exist_ok=True)
         files: list[Path] = []
+        error_files: list[Path] = []
         for part in current.parts:
             for kind, file_id in (("output", part.output_file_id), ("errors", part.error_file_id)):
                 if file_id:
@@ -137,6 +138,8 @@ async def abatch_results(
                     if not dest.exists():
                         await client.download(file_id, dest)
                     files.append(dest)
+                    if kind == "errors":
+                        error_files.append(dest)
     source: Rows
     if rows is not None:
         source = rows
@@ -159,6 +162,8 @@ async def abatch_results(
         cost=_pricer(current, price_table),
         chat=current.endpoint == "/v1/chat/completions",
         response_format=current.response_format,
+        error_files=error_files,
+        endpoint=current.endpoint,
     )
     return BatchResults(
         current, dest, summary.rows, summary.succeeded, summary.failed, summary.cost

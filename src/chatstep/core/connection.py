@@ -4,6 +4,11 @@ A step's connection fields win; otherwise the secret store (environment, .env fi
 directory) supplies ``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, ``OPENAI_ORG_ID`` and
 ``OPENAI_PROJECT_ID``. With no key and no base URL, ``backend: auto`` picks the embedded model
 and says so once on stderr.
+
+Azure OpenAI follows the SDK's conventions: with no base URL, ``AZURE_OPENAI_ENDPOINT`` is the
+endpoint (``/openai`` is added); ``AZURE_OPENAI_API_KEY`` is the key, sent as the ``api-key``
+header; ``OPENAI_API_VERSION`` the ``api-version`` when neither the step nor the base URL's query
+gives one. A query on ``base_url`` is split off into default query parameters.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import hashlib
 import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from chatstep.backends.base import Backend
 from chatstep.errors import BackendUnavailableError, ConfigError, register_secret
@@ -43,12 +49,64 @@ class Connection:
     timeout: float = 60.0
     max_retries: int = 5
     headers: tuple[tuple[str, str], ...] = ()
+    query: tuple[tuple[str, str], ...] = ()
+    """Query parameters sent with every request (from ``base_url``'s query and ``extra_query``)."""
+    api_version: str | None = None
+    """Azure OpenAI ``api-version``; set means the Azure client (key in the ``api-key`` header)."""
+    stream_timeout: float | None = None
+    """Seconds a streamed attempt may take in total (``timeout`` is then the gap between events)."""
 
     def identity(self) -> tuple[str, ...]:
         """What makes two connections share a client (the key only as a digest)."""
         digest = hashlib.sha256((self.api_key or "").encode()).hexdigest()[:16]
         parts = (self.backend, self.base_url or "", self.organization or "", self.project or "")
-        return (*parts, digest, repr(self.headers))
+        extra = (repr(self.query), self.api_version or "")
+        return (*parts, digest, repr(self.headers), *extra)
+
+
+def split_base_url(base_url: str | None) -> tuple[str | None, tuple[tuple[str, str], ...]]:
+    """``https://h/openai/deployments/d?api-version=X`` -> (``https://h/openai/deployments/d``,
+    ``(("api-version", "X"),)``): the SDK joins paths onto the base URL, so a query must not
+    stay in it."""
+    if not base_url or "?" not in base_url:
+        return base_url, ()
+    parts = urlsplit(base_url)
+    query = tuple(parse_qsl(parts.query, keep_blank_values=True))
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")), query
+
+
+def _azure_settings(
+    step: StepBase, secrets: SecretStore, base_url: str | None, query: tuple[tuple[str, str], ...]
+) -> tuple[str | None, str | None, tuple[tuple[str, str], ...]]:
+    """(base URL, api-version or None, query without api-version) under the SDK's Azure rules."""
+    azure_env = False
+    if not base_url:
+        endpoint = secrets.find("AZURE_OPENAI_ENDPOINT", sensitive=False)
+        if endpoint:
+            azure_env = True
+            base_url, query = split_base_url(endpoint.rstrip("/") + "/openai")
+    in_query = dict(query).get("api-version")
+    version = step.api_version or in_query
+    if version is None and base_url and (azure_env or _looks_azure(base_url)):
+        version = secrets.find("OPENAI_API_VERSION", sensitive=False)
+        if version is None:
+            raise ConfigError(
+                "api_version",
+                f"{base_url} is an Azure OpenAI endpoint, and no api-version was given",
+                "set api_version: in the step, OPENAI_API_VERSION, or ?api-version= on base_url",
+            )
+    rest = tuple((k, v) for k, v in query if k != "api-version")
+    return base_url, version, rest
+
+
+def _looks_azure(base_url: str) -> bool:
+    parts = urlsplit(base_url)
+    host = parts.hostname or ""
+    azure_host = host.endswith((".openai.azure.com", ".cognitiveservices.azure.com"))
+    # Azure's v1 API (/openai/v1) takes no api-version: it is the plain OpenAI client's.
+    return (azure_host or "/openai/deployments/" in parts.path + "/") and (
+        "/openai/v1" not in parts.path
+    )
 
 
 def for_local_model(model: str) -> str:
@@ -75,10 +133,18 @@ def _announce_local() -> None:
 
 def resolve_connection(step: StepBase, secrets: SecretStore) -> Connection:
     """The connection of a rendered step."""
-    api_key = step.api_key or secrets.find("OPENAI_API_KEY")
+    base_url, query = split_base_url(
+        step.base_url or secrets.find("OPENAI_BASE_URL", sensitive=False)
+    )
+    api_version: str | None = None
+    if step.backend != "local" and not step.model.startswith(LOCAL_PREFIX):
+        base_url, api_version, query = _azure_settings(step, secrets, base_url, query)
+    api_key = step.api_key or (
+        (secrets.find("AZURE_OPENAI_API_KEY") if api_version else None)
+        or secrets.find("OPENAI_API_KEY")
+    )
     if api_key:
         register_secret(api_key)
-    base_url = step.base_url or secrets.find("OPENAI_BASE_URL", sensitive=False)
     organization = step.organization or secrets.find("OPENAI_ORG_ID", sensitive=False)
     project = step.project or secrets.find("OPENAI_PROJECT_ID", sensitive=False)
     wants_local = step.backend == "local" or step.model.startswith(LOCAL_PREFIX)
@@ -94,7 +160,12 @@ def resolve_connection(step: StepBase, secrets: SecretStore) -> Connection:
         )
     timeout = step.timeout
     retries = step.max_retries
-    if not isinstance(timeout, float | int) or not isinstance(retries, int):
+    stream_timeout = step.stream_timeout
+    if (
+        not isinstance(timeout, float | int)
+        or not isinstance(retries, int)
+        or not isinstance(stream_timeout, float | int | None)
+    ):
         raise ConfigError("timeout", "still holds a template", "render the step first")
     return Connection(
         backend="local" if wants_local else "openai",
@@ -105,6 +176,9 @@ def resolve_connection(step: StepBase, secrets: SecretStore) -> Connection:
         timeout=float(timeout),
         max_retries=retries,
         headers=tuple(sorted((step.extra_headers or {}).items())),
+        query=(*query, *sorted((step.extra_query or {}).items())) if not wants_local else (),
+        api_version=None if wants_local else api_version,
+        stream_timeout=None if stream_timeout is None else float(stream_timeout),
     )
 
 
@@ -120,13 +194,7 @@ def _make_backend(conn: Connection) -> Backend:
         return LocalBackend()
     from chatstep.backends.openai_http import OpenAIHTTPBackend
 
-    return OpenAIHTTPBackend(
-        api_key=conn.api_key or NO_KEY_PLACEHOLDER,
-        base_url=conn.base_url,
-        organization=conn.organization,
-        project=conn.project,
-        headers=dict(conn.headers),
-    )
+    return OpenAIHTTPBackend(conn)
 
 
 class BackendPool:

@@ -1,8 +1,9 @@
 """Step results and how later steps address them.
 
 ``StepResult.response`` is the whole JSON-able response, exactly as the API sent it (tool-call
-``arguments`` stay JSON strings). Conveniences decode it: ``.content``, ``.contents``,
-``.tool_calls`` (arguments as dicts), ``.parsed`` (JSON output, validated), ``.usage``.
+``arguments`` stay as sent: JSON text, or an object from servers that send one). Conveniences
+decode it: ``.content``, ``.contents``, ``.tool_calls`` (arguments as dicts), ``.parsed`` (JSON
+output, validated), ``.usage``.
 
 In templates, :func:`template_view` wraps every ``arguments`` string in :class:`JSONArguments`,
 which prints as the original JSON and indexes into the decoded object, so
@@ -39,8 +40,26 @@ class ToolCall:
     raw_arguments: str
 
 
-def decode_arguments(raw: str, where: str) -> dict[str, Any]:
-    """Decode tool-call arguments; invalid JSON is an InvalidJSONError naming the call."""
+def raw_arguments(value: Any, where: str) -> str:
+    """Tool-call ``arguments`` as JSON text: a string as sent, an object (some servers send one)
+    as its JSON, ``None`` as ``""``; anything else is an :class:`InvalidJSONError`."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        return json.dumps(value, ensure_ascii=False)
+    raise InvalidJSONError(
+        f"{where}: arguments must be a JSON object or its text, got {type(value).__name__}: "
+        f"{str(value)[:200]!r}"
+    )
+
+
+def decode_arguments(raw: Any, where: str) -> dict[str, Any]:
+    """Decode tool-call arguments (text or an object; ``""`` is ``{}``); raises InvalidJSONError."""
+    if isinstance(raw, dict):
+        return raw
+    raw = raw_arguments(raw, where)
     try:
         value = json.loads(raw) if raw.strip() else {}
     except json.JSONDecodeError as exc:
@@ -133,6 +152,8 @@ def _wrap_message(message: dict[str, Any], where: str) -> dict[str, Any]:
         for i, call in enumerate(message["tool_calls"]):
             call = dict(call)
             fn = dict(call.get("function") or {})
+            if isinstance(fn.get("arguments"), dict):
+                fn["arguments"] = json.dumps(fn["arguments"], ensure_ascii=False)
             if isinstance(fn.get("arguments"), str):
                 name = fn.get("name", "?")
                 fn["arguments"] = JSONArguments(
@@ -142,6 +163,8 @@ def _wrap_message(message: dict[str, Any], where: str) -> dict[str, Any]:
             calls.append(call)
         out["tool_calls"] = calls
     fc = message.get("function_call")
+    if isinstance(fc, dict) and isinstance(fc.get("arguments"), dict):
+        fc = {**fc, "arguments": json.dumps(fc["arguments"], ensure_ascii=False)}
     if isinstance(fc, dict) and isinstance(fc.get("arguments"), str):
         name = fc.get("name", "?")
         out["function_call"] = {
@@ -241,16 +264,20 @@ class StepResult(_ResultBase):
         msg = self.message
         calls: list[ToolCall] = []
         for i, call in enumerate(msg.get("tool_calls") or []):
-            fn = call.get("function") or {}
-            raw = fn.get("arguments") or ""
+            if not isinstance(call, dict):
+                raise InvalidJSONError(
+                    f"choices[0].message.tool_calls[{i}]: not an object: {str(call)[:200]!r}"
+                )
+            fn: dict[str, Any] = call["function"] if isinstance(call.get("function"), dict) else {}
             where = f"choices[0].message.tool_calls[{i}] ({fn.get('name', '?')})"
+            raw = raw_arguments(fn.get("arguments"), where)
             calls.append(
                 ToolCall(call.get("id", ""), fn.get("name", ""), decode_arguments(raw, where), raw)
             )
         fc = msg.get("function_call")
         if not calls and isinstance(fc, dict):
-            raw = fc.get("arguments") or ""
             where = f"choices[0].message.function_call ({fc.get('name', '?')})"
+            raw = raw_arguments(fc.get("arguments"), where)
             calls.append(ToolCall("", fc.get("name", ""), decode_arguments(raw, where), raw))
         return calls
 

@@ -1,9 +1,11 @@
 """Retry decisions as data: a failure record in, a delay (or "give up") out.
 
 chatstep owns retries, so the SDK's own are off (``max_retries=0``) and nothing retries twice.
-Retried: connection errors, timeouts, invalid answers (a success status whose body is not an
-answer), 408, 409, 429 and 5xx. Not retried: other 4xx, 501, and a 429
-whose code is ``insufficient_quota`` (waiting does not refill a quota). A server's
+Retried: connection errors, timeouts, 408, 409, 429 and 5xx, and a success status whose body is not
+an answer (:class:`~chatstep.errors.InvalidResponseError`; an error object in a 2xx body or a stream
+counts as the status its code names). Not retried: other 4xx, 501, and a 429 whose code is
+``insufficient_quota`` (waiting does not refill a quota). The server has the last word: an
+``x-should-retry: true`` header makes any failure retryable, ``false`` makes it final. A server's
 ``retry-after-ms`` / ``retry-after`` is honoured, up to ``max_retry_after`` seconds.
 
 :class:`RetryLoop` is the one loop that applies a policy: the request pipeline, the batch client
@@ -67,7 +69,12 @@ class RetryPolicy:
     rng: random.Random = field(default_factory=random.Random, compare=False, repr=False)
 
     def is_retryable(self, error: APIError) -> bool:
-        if error.is_timeout or error.is_connection or isinstance(error, InvalidResponseError):
+        # The server's x-should-retry header overrides the status, as the openai SDK does.
+        if error.should_retry is not None:
+            return error.should_retry
+        if isinstance(error, InvalidResponseError):
+            return True
+        if error.is_timeout or error.is_connection:
             return True
         status = error.status_code
         if status is None:

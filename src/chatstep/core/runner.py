@@ -22,11 +22,12 @@ from chatstep.backends.base import Backend, Reply
 from chatstep.core.connection import BackendPool, Connection, for_local_model, resolve_connection
 from chatstep.core.render import make_context, render_step
 from chatstep.core.request import Request, build_request
+from chatstep.core.response_check import check_response
 from chatstep.core.result import AnyResult, EmbeddingResult, ModerationResult, StepResult
 from chatstep.core.retry import RetryLoop, RetryPolicy
 from chatstep.core.streaming import ChunkAssembler, Delta
 from chatstep.core.structured_output import parse_json_output
-from chatstep.errors import APIConnectionError
+from chatstep.errors import APIConnectionError, APIError, APITimeoutError, InvalidResponseError
 from chatstep.steps.definitions import ChatCompletion, Step
 from chatstep.steps.loading import StepSource, load_step
 from chatstep.storage.cache import ResponseCache, cache_key, open_cache
@@ -84,6 +85,15 @@ async def _replay(response: dict[str, Any], on_delta: DeltaCallback | None) -> N
             finish_reason=choice.get("finish_reason"),
         )
         await _deliver(on_delta, delta)
+
+
+def _valid_answer(request: Request, body: dict[str, Any]) -> bool:
+    # A bad answer cached by an older chatstep is a miss, never a success.
+    try:
+        check_response(request.endpoint, body, "cache")
+    except APIError:
+        return False
+    return True
 
 
 def _mirror_function_call(response: dict[str, Any]) -> None:
@@ -235,7 +245,7 @@ class AsyncRunner:
         cache, key = self._cache_for(step, request, conn)
         if cache is not None and key is not None:
             hit = cache.get(key)
-            if hit is not None:
+            if hit is not None and _valid_answer(request, hit):
                 await _replay(hit, on_delta)
                 latency_ms = (time.perf_counter() - started) * 1000
                 return self._result(step, request, Reply(hit), 0, latency_ms, conn, cached=True)
@@ -299,7 +309,9 @@ class AsyncRunner:
             state.delivered = False
             for hook in self.hooks:
                 await hook.before_send(request, conn)
-            return await self._send(backend, request, conn.timeout, on_delta, state)
+            return await self._send(
+                backend, request, conn.timeout, on_delta, state, conn.stream_timeout
+            )
 
         loop: RetryLoop[Reply] = RetryLoop(
             policy, sleep=self.sleep, may_retry=lambda: not state.delivered
@@ -316,14 +328,39 @@ class AsyncRunner:
         timeout: float,
         on_delta: DeltaCallback | None,
         state: _Attempt,
+        stream_timeout: float | None = None,
     ) -> Reply:
         body = request.body
         if request.endpoint == "embeddings":
-            return await backend.embed(body, timeout=timeout)
-        if request.endpoint == "moderations":
-            return await backend.moderate(body, timeout=timeout)
-        if not body.get("stream"):
-            return await backend.complete(body, timeout=timeout)
+            reply = await backend.embed(body, timeout=timeout)
+        elif request.endpoint == "moderations":
+            reply = await backend.moderate(body, timeout=timeout)
+        elif not body.get("stream"):
+            reply = await backend.complete(body, timeout=timeout)
+        elif stream_timeout is None:
+            reply = await self._stream(backend, body, timeout, on_delta, state)
+        else:
+            try:
+                reply = await asyncio.wait_for(
+                    self._stream(backend, body, timeout, on_delta, state), stream_timeout
+                )
+            except asyncio.TimeoutError:
+                raise APITimeoutError(
+                    f"POST /chat/completions: the stream did not finish within "
+                    f"stream_timeout ({stream_timeout:g} s)"
+                ) from None
+        # Whatever the backend, a success that is not an answer never goes further.
+        check_response(request.endpoint, reply.body, f"POST {request.path}")
+        return reply
+
+    async def _stream(
+        self,
+        backend: Backend,
+        body: dict[str, Any],
+        timeout: float,
+        on_delta: DeltaCallback | None,
+        state: _Attempt,
+    ) -> Reply:
         streamed = await backend.stream(body, timeout=timeout)
         assembler = ChunkAssembler()
         async for chunk in streamed.chunks:
@@ -332,6 +369,11 @@ class AsyncRunner:
                     # Once a caller has seen part of an answer, a retry would show it twice.
                     state.delivered = True
                     await _deliver(on_delta, delta)
+        if not assembler.has_choices:
+            raise InvalidResponseError(
+                "POST /chat/completions: the stream ended without any choice "
+                f"({assembler.chunks} events); the server sent no answer, so it is retried"
+            )
         if not assembler.finished:
             raise APIConnectionError(
                 "POST /chat/completions: the stream ended before the answer finished"

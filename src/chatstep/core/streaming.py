@@ -7,6 +7,7 @@ tool-call arguments are joined from their deltas, and ``usage`` comes from the l
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,20 +27,52 @@ class Delta:
     chunk: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
+_MESSAGE_FIELDS = frozenset({"role", "content", "refusal", "tool_calls", "function_call"})
+_CHOICE_FIELDS = frozenset({"index", "delta", "logprobs", "finish_reason"})
+_CHUNK_SKIP = frozenset({"object", "choices", "usage"})
+
+
+def _merge_extra(into: dict[str, Any], key: str, value: Any, *, join_strings: bool) -> None:
+    """A field chatstep does not know: strings join like ``content`` (``join_strings``), other
+    values keep the last one sent; ``null`` never erases an earlier value (a field only ever
+    sent as ``null`` stays ``null``)."""
+    if value is None:
+        into.setdefault(key, None)
+        return
+    current = into.get(key)
+    if join_strings and isinstance(value, str) and isinstance(current, str | None):
+        into[key] = (current or "") + value
+    else:
+        into[key] = value
+
+
 @dataclass
 class _ChoiceState:
     role: str = "assistant"
     content: list[str] = field(default_factory=list)
     refusal: list[str] = field(default_factory=list)
-    tool_calls: dict[int, dict[str, Any]] = field(default_factory=dict)
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    slots: dict[int, int] = field(default_factory=dict)
+    """Stream index of a tool call -> its position in ``tool_calls`` (the current call there)."""
     function_call: dict[str, Any] | None = None
     finish_reason: str | None = None
-    logprobs: dict[str, list[Any]] | None = None
+    logprobs: dict[str, Any] | None = None
     saw_content: bool = False
+    extra_message: dict[str, Any] = field(default_factory=dict)
+    extra_choice: dict[str, Any] = field(default_factory=dict)
 
 
 class ChunkAssembler:
-    """Feed ``chat.completion.chunk`` dicts; get Delta objects back and the final response."""
+    """Feed ``chat.completion.chunk`` dicts; get Delta objects back and the final response.
+
+    The assembled response equals the non-streamed one field by field, as servers really
+    stream: ``content``, ``refusal``, tool-call names and arguments and unknown string fields of
+    a delta (``reasoning_content``, ``reasoning``) are joined; other unknown fields of a chunk, a
+    choice or a delta keep their last non-null value (``null`` if never anything else); a tool
+    call with a new ``id`` at an index already used starts a new call (servers that send
+    parallel calls all at ``index: 0``); chunks without choices (a usage-only last chunk) and
+    fields repeated or blank in later chunks change nothing.
+    """
 
     def __init__(self) -> None:
         self._choices: dict[int, _ChoiceState] = {}
@@ -49,18 +82,19 @@ class ChunkAssembler:
 
     def add(self, chunk: dict[str, Any]) -> list[Delta]:
         self.chunks += 1
-        for key in ("id", "created", "model", "system_fingerprint", "service_tier"):
-            if chunk.get(key) is not None:
-                self._meta[key] = chunk[key]
+        for key, value in chunk.items():
+            if key not in _CHUNK_SKIP:
+                _merge_extra(self._meta, key, value, join_strings=False)
         if chunk.get("usage"):
             self.usage = chunk["usage"]
         deltas = []
         for choice in chunk.get("choices") or []:
-            deltas.append(self._add_choice(choice, chunk))
+            if isinstance(choice, dict):
+                deltas.append(self._add_choice(choice, chunk))
         return deltas
 
     def _add_choice(self, choice: dict[str, Any], chunk: dict[str, Any]) -> Delta:
-        index = int(choice.get("index", 0))
+        index = int(choice.get("index") or 0)
         state = self._choices.setdefault(index, _ChoiceState())
         delta = choice.get("delta") or {}
         if delta.get("role"):
@@ -77,13 +111,23 @@ class ChunkAssembler:
         if fc:
             if state.function_call is None:
                 state.function_call = {"name": "", "arguments": ""}
-            state.function_call["name"] += fc.get("name") or ""
-            state.function_call["arguments"] += fc.get("arguments") or ""
+            _join_name(state.function_call, fc.get("name"))
+            state.function_call["arguments"] += _text(fc.get("arguments"))
+        for key, value in delta.items():
+            if key not in _MESSAGE_FIELDS:
+                _merge_extra(state.extra_message, key, value, join_strings=True)
+        for key, value in choice.items():
+            if key not in _CHOICE_FIELDS:
+                _merge_extra(state.extra_choice, key, value, join_strings=False)
         logprobs = choice.get("logprobs")
-        if logprobs:
-            state.logprobs = state.logprobs or {"content": [], "refusal": []}
-            for key in ("content", "refusal"):
-                state.logprobs[key].extend(logprobs.get(key) or [])
+        if isinstance(logprobs, dict):
+            state.logprobs = state.logprobs if state.logprobs is not None else {}
+            for key, value in logprobs.items():
+                if isinstance(value, list):
+                    state.logprobs[key] = [*(state.logprobs.get(key) or []), *value]
+                else:
+                    state.logprobs.setdefault(key, None)
+                    _merge_extra(state.logprobs, key, value, join_strings=False)
         if choice.get("finish_reason"):
             state.finish_reason = choice["finish_reason"]
         return Delta(
@@ -98,17 +142,41 @@ class ChunkAssembler:
 
     @staticmethod
     def _add_tool_call(state: _ChoiceState, call: dict[str, Any]) -> None:
-        index = int(call.get("index", len(state.tool_calls)))
-        entry = state.tool_calls.setdefault(
-            index, {"id": "", "type": "function", "function": {"name": "", "arguments": ""}}
-        )
-        if call.get("id"):
-            entry["id"] = call["id"]
+        new_id = call.get("id") or ""
+        raw_index = call.get("index")
+        position: int | None
+        if raw_index is None:
+            # No index (some servers): a new id starts a call, anything else continues the last.
+            position = len(state.tool_calls) - 1 if state.tool_calls else None
+            slot = -1
+        else:
+            slot = int(raw_index)
+            position = state.slots.get(slot)
+        if position is not None and new_id and state.tool_calls[position]["id"] not in ("", new_id):
+            position = None  # a new id at a used index: a parallel call, not a continuation
+        if position is None:
+            state.tool_calls.append(
+                {"id": "", "type": "function", "function": {"name": "", "arguments": ""}}
+            )
+            position = len(state.tool_calls) - 1
+        if slot >= 0:
+            state.slots[slot] = position
+        entry = state.tool_calls[position]
+        if new_id:
+            entry["id"] = new_id
         if call.get("type"):
             entry["type"] = call["type"]
         fn = call.get("function") or {}
-        entry["function"]["name"] += fn.get("name") or ""
-        entry["function"]["arguments"] += fn.get("arguments") or ""
+        _join_name(entry["function"], fn.get("name"))
+        entry["function"]["arguments"] += _text(fn.get("arguments"))
+        for key, value in call.items():
+            if key not in ("index", "id", "type", "function"):
+                _merge_extra(entry, key, value, join_strings=False)
+
+    @property
+    def has_choices(self) -> bool:
+        """True once any chunk carried a choice."""
+        return bool(self._choices)
 
     @property
     def finished(self) -> bool:
@@ -126,11 +194,13 @@ class ChunkAssembler:
                 "refusal": "".join(state.refusal) if state.refusal else None,
             }
             if state.tool_calls:
-                message["tool_calls"] = [state.tool_calls[i] for i in sorted(state.tool_calls)]
+                message["tool_calls"] = state.tool_calls
             if state.function_call is not None:
                 message["function_call"] = state.function_call
+            message.update(state.extra_message)
             choices.append(
                 {
+                    **state.extra_choice,
                     "index": index,
                     "message": message,
                     "logprobs": state.logprobs,
@@ -138,15 +208,25 @@ class ChunkAssembler:
                 }
             )
         out: dict[str, Any] = {
-            "id": self._meta.get("id", ""),
+            "id": "",
+            "created": 0,
+            "model": "",
+            **self._meta,
             "object": "chat.completion",
-            "created": self._meta.get("created", 0),
-            "model": self._meta.get("model", ""),
             "choices": choices,
         }
-        for key in ("system_fingerprint", "service_tier"):
-            if key in self._meta:
-                out[key] = self._meta[key]
         if self.usage is not None:
             out["usage"] = self.usage
         return out
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def _join_name(target: dict[str, Any], piece: Any) -> None:
+    # Names come whole in one delta; a server repeating the whole name later adds nothing.
+    if isinstance(piece, str) and piece and piece != target["name"]:
+        target["name"] += piece

@@ -1,8 +1,14 @@
-"""Checking JSON output: JSON mode and Structured Outputs, validated against the step's schema."""
+"""Checking JSON output: JSON mode and Structured Outputs, validated against the step's schema.
+
+Content that is exactly one Markdown code fence (```` ```json ... ``` ```` or a bare ```` ``` ````),
+as Ollama and local models often send, parses as the JSON inside it; prose around a fence is still
+an :class:`~chatstep.errors.InvalidJSONError`. ``.response`` keeps the content as it came.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
@@ -10,7 +16,18 @@ from typing import Any
 from chatstep.core.result import StepResult
 from chatstep.errors import InvalidJSONError, SchemaMismatchError, TruncatedOutputError
 
-__all__ = ["parse_choice_json", "parse_json_output", "wants_json"]
+__all__ = ["parse_choice_json", "parse_json_output", "unfence", "wants_json"]
+
+# One fence around the whole content: ```lang? NEWLINE body NEWLINE? ```
+_FENCE = re.compile(r"\A\s*```[A-Za-z0-9_+-]*[ \t]*\r?\n(.*?)\r?\n?```\s*\Z", re.DOTALL)
+
+
+def unfence(content: str) -> str:
+    """The text inside ``content`` when it is exactly one Markdown code fence, else ``content``."""
+    match = _FENCE.match(content)
+    if match is None or "```" in match.group(1):
+        return content
+    return match.group(1)
 
 
 @lru_cache(maxsize=256)
@@ -57,7 +74,7 @@ def _parse_choice(
             f"{where}: JSON output was asked for but there is no content", result=result
         )
     try:
-        value = json.loads(content)
+        value = json.loads(unfence(content))
     except json.JSONDecodeError as exc:
         raise InvalidJSONError(
             f"{where}: not valid JSON ({exc.msg} at position {exc.pos}): {content[:200]!r}",

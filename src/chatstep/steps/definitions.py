@@ -105,9 +105,23 @@ class StepBase(StrictModel):
     project: str | None = None
     """OpenAI project id; default: ``OPENAI_PROJECT_ID``."""
     base_url: str | None = Field(default=None, alias="baseUrl")
-    """Any OpenAI-compatible endpoint; default: ``OPENAI_BASE_URL``, else OpenAI."""
+    """Any OpenAI-compatible endpoint; default: ``OPENAI_BASE_URL``, else OpenAI.
+
+    A query string (``?api-version=2024-10-21``) becomes query parameters of every request."""
+    api_version: str | None = Field(default=None, alias="apiVersion")
+    """Azure OpenAI ``api-version``; default: the base URL's, else ``OPENAI_API_VERSION``.
+
+    Setting it (or an Azure base URL with one) selects the Azure client: the key goes in the
+    ``api-key`` header and ``model`` names the deployment unless the base URL already does."""
+    extra_query: dict[str, str] | None = Field(default=None, alias="extraQuery")
+    """Query parameters added to every request (gateways, Azure)."""
     timeout: Templated[PositiveFloat] = Field(default=DEFAULT_TIMEOUT, alias="clientTimeout")
-    """Seconds to wait for one attempt (Kestra: ``clientTimeout``)."""
+    """Seconds one attempt may take in total (Kestra: ``clientTimeout``).
+
+    A streamed attempt may instead wait this long between two events; ``stream_timeout`` caps
+    its total."""
+    stream_timeout: Templated[PositiveFloat] | None = Field(default=None, alias="streamTimeout")
+    """Seconds a streamed attempt may take in total; None: no total, only ``timeout`` per gap."""
     max_retries: Templated[NonNegativeInt] = Field(default=DEFAULT_MAX_RETRIES, alias="maxRetries")
     """Retries on connection errors, timeouts, 408, 409, 429 and 5xx."""
     backend: Literal["auto", "openai", "local"] = "auto"

@@ -19,12 +19,14 @@ Unscripted requests get deterministic default answers (``"echo: <last user messa
 Every request and response body is checked against the official OpenAI OpenAPI spec (see
 ``server.spec_violations``). ``TestServer(rpm=..., tpm=..., latency=..., fault_rate=...)``
 behaves like a busy endpoint; the Files and Batch APIs run batches through the same answers.
-With pytest, use the ``openai_server`` and ``openai_env`` fixtures.
+With pytest, use the ``openai_server`` and ``openai_env`` fixtures. Answers that are wrong on the
+wire (a 200 carrying an error, empty choices, error events in a stream...) come from
+:mod:`chatstep.testing.faults`; Azure-style paths (``/openai/deployments/{name}/...``) are served.
 """
 
 from chatstep.testing.app import create_app
 from chatstep.testing.conditions import Conditions
-from chatstep.testing.script import Delay, Drop, Fail, Respond
+from chatstep.testing.script import Delay, Drop, Fail, Respond, Trickle
 from chatstep.testing.server import TestServer
 from chatstep.testing.spec import SpecViolation
 from chatstep.testing.state import RecordedRequest, ServerState, ServerStats
@@ -40,5 +42,6 @@ __all__ = [
     "ServerStats",
     "SpecViolation",
     "TestServer",
+    "Trickle",
     "create_app",
 ]

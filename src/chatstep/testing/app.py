@@ -2,6 +2,11 @@
 
 Each route reads and records the request, lets :func:`chatstep.testing.exchange.answer` decide
 the outcome, and sends it: JSON, an SSE stream, raw bytes, or a dropped connection.
+
+Azure OpenAI paths are served too: ``/openai/deployments/{deployment}/chat/completions``
+(embeddings...) and ``/openai/files``, ``/openai/batches``... answer as their ``/v1`` twins. They
+need the ``api-version`` query parameter (404 without, as Azure answers) and, when the server
+has an ``api_key``, the ``api-key`` header. Requests are recorded with the path as sent.
 """
 
 from __future__ import annotations
@@ -9,14 +14,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from chatstep.testing import exchange
 from chatstep.testing.files import parse_multipart
@@ -74,12 +81,40 @@ async def _until_disconnect(receive: Receive) -> None:
 def _sse(chunks: list[Any], done: bool) -> AsyncIterator[bytes]:
     async def events() -> AsyncIterator[bytes]:
         for chunk in chunks:
+            if isinstance(chunk, str) and chunk.startswith(":"):
+                yield f"{chunk}\n\n".encode()  # an SSE comment (keep-alive)
+                continue
             text = chunk if isinstance(chunk, str) else json.dumps(chunk)
             yield f"data: {text}\n\n".encode()
         if done:
             yield b"data: [DONE]\n\n"
 
     return events()
+
+
+def _trickled(
+    state: ServerState, body: AsyncIterator[bytes], seconds: float, interval: float, sse: bool
+) -> AsyncIterator[bytes]:
+    async def pieces() -> AsyncIterator[bytes]:
+        finished = False
+        try:
+            waited = 0.0
+            while waited < seconds:
+                yield b": keep-alive\n\n" if sse else b" "
+                await asyncio.sleep(interval)
+                waited += interval
+            async for piece in body:
+                yield piece
+            finished = True
+        finally:
+            if not finished:
+                state.count_trickle_cut()
+
+    return pieces()
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
 
 
 def _response(state: ServerState, outcome: exchange.Outcome) -> Response | DroppedConnection:
@@ -91,6 +126,20 @@ def _response(state: ServerState, outcome: exchange.Outcome) -> Response | Dropp
         "openai-processing-ms": "1",
         **outcome.headers,
     }
+    if outcome.trickle is not None:
+        seconds, interval = outcome.trickle
+        sse = outcome.chunks is not None
+        if sse:
+            body = _sse(outcome.chunks or [], outcome.done)
+        else:
+            raw = outcome.raw if outcome.raw is not None else json.dumps(outcome.body).encode()
+            body = _once(raw)
+        return StreamingResponse(
+            _trickled(state, body, seconds, interval, sse),
+            status_code=outcome.status,
+            media_type="text/event-stream" if sse else "application/json",
+            headers=headers,
+        )
     if outcome.chunks is not None:
         headers.setdefault("cache-control", "no-cache")
         return StreamingResponse(
@@ -145,8 +194,21 @@ def create_app(state: ServerState) -> Starlette:
             body, parse_error, uploads = await _read_body(request)
             path = request.url.path
             headers = redact_headers(request.headers.items())
+            query = dict(request.query_params)
+            azure_path = request.scope.get(_AZURE_PATH)
             peer = (request.client.host, request.client.port) if request.client else None
-            state.record(RecordedRequest(request.method, path, headers, body, peer))
+            state.record(
+                RecordedRequest(
+                    request.method, azure_path or path, headers, body, peer=peer, query=query
+                )
+            )
+            authorization = request.headers.get("authorization")
+            if azure_path is not None:
+                refused = _azure_refusal(state, request, azure_path)
+                if refused is not None:
+                    return refused
+                key = request.headers.get("api-key")
+                authorization = f"Bearer {key}" if key is not None else None
             outcome = await exchange.answer(
                 state,
                 exchange.Request(
@@ -154,10 +216,10 @@ def create_app(state: ServerState) -> Starlette:
                     path=path,
                     route=route or path,
                     body=body,
-                    authorization=request.headers.get("authorization"),
+                    authorization=authorization,
                     parse_error=parse_error if route else None,
                     path_params=_strings(request.path_params),
-                    query=dict(request.query_params),
+                    query=query,
                     uploads=uploads,
                 ),
             )
@@ -168,7 +230,39 @@ def create_app(state: ServerState) -> Starlette:
     routes = [Route(path, endpoint(route), methods=methods) for path, route, methods in _ROUTES]
     # Anything else is answered the way OpenAI answers an unknown URL: an error naming it.
     routes.append(Route("/{path:path}", endpoint(None), methods=_ALL_METHODS))
-    return Starlette(routes=routes)
+    return Starlette(routes=routes, middleware=[Middleware(_AzurePaths)])
+
+
+_AZURE_PATH = "chatstep.azure_path"
+_AZURE_DEPLOYMENT = re.compile(r"\A/openai/deployments/[^/]+(/.*)\Z")
+
+
+class _AzurePaths:
+    """Serve Azure OpenAI paths as their ``/v1`` twins (the original path kept in the scope)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and path.startswith("/openai/"):
+            match = _AZURE_DEPLOYMENT.match(path)
+            twin = "/v1" + (match.group(1) if match else path[len("/openai") :])
+            scope = {**scope, "path": twin, "raw_path": twin.encode(), _AZURE_PATH: path}
+        await self.app(scope, receive, send)
+
+
+def _azure_refusal(state: ServerState, request: Request, path: str) -> Response | None:
+    if not request.query_params.get("api-version"):
+        error = {"code": "404", "message": f"Resource not found ({path} without ?api-version=)"}
+        return JSONResponse({"error": error}, status_code=404)
+    if state.api_key is not None and request.headers.get("api-key") != state.api_key:
+        message = (
+            "Access denied due to invalid subscription key or wrong API endpoint. Azure-style "
+            "paths take the key in the 'api-key' header."
+        )
+        return JSONResponse({"error": {"code": "401", "message": message}}, status_code=401)
+    return None
 
 
 def _strings(params: Mapping[str, Any]) -> dict[str, str]:

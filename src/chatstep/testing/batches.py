@@ -247,9 +247,12 @@ class Resources:
                     400, "Streaming is not supported in a batch; drop 'stream'."
                 )
             else:
-                outcome = await run(
-                    state, Request("POST", line.url, line.url, line.body, batch=batch.id)
+                # The batch was created with the key: its lines run as that caller.
+                key = f"Bearer {state.api_key}" if state.api_key is not None else None
+                line_request = Request(
+                    "POST", line.url, line.url, line.body, authorization=key, batch=batch.id
                 )
+                outcome = await run(state, line_request)
             if batch.abandoned:
                 return
             ok, entry = line_entry(

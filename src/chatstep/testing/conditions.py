@@ -12,7 +12,12 @@ Fault kinds:
 - ``"timeout"``: the answer comes after ``fault_timeout`` seconds (past the client's timeout);
 - ``"malformed"``: a 200 whose body is not valid JSON;
 - ``"truncated_stream"`` (streaming requests only): the SSE stream ends before its last chunk
-  and ``[DONE]``.
+  and ``[DONE]``;
+- ``"error_200"``: ``200 {"error": {"type": "server_error", "code": "overloaded", ...}}``, as
+  OpenRouter and proxies send;
+- ``"empty_answer"``: a 200 whose ``choices`` (``data``, ``results``) is empty; a stream with no
+  choice at all;
+- ``"stream_error"`` (streaming requests only): the first chunks, then an error event.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ __all__ = [
     "Latency",
     "MalformedBody",
     "TruncatedStream",
+    "WireFault",
 ]
 
 FAULT_KINDS: tuple[str, ...] = (
@@ -47,6 +53,9 @@ FAULT_KINDS: tuple[str, ...] = (
     "timeout",
     "malformed",
     "truncated_stream",
+    "error_200",
+    "empty_answer",
+    "stream_error",
 )
 DEFAULT_FAULTS: tuple[str, ...] = ("429", "500", "503", "reset")
 """Kinds injected when ``faults`` is not given: quick, retryable failures."""
@@ -64,6 +73,14 @@ class MalformedBody:
 @dataclass(frozen=True)
 class TruncatedStream:
     """Internal item: an SSE stream that stops before its final chunk and ``[DONE]``."""
+
+
+@dataclass(frozen=True)
+class WireFault:
+    """Internal item: a success status without an answer (``error_200``, ``empty_answer``,
+    ``stream_error``)."""
+
+    kind: str
 
 
 @dataclass(frozen=True)
@@ -147,7 +164,11 @@ class ConditionsState:
             return None, 0.0  # nothing to draw: do not remember bodies
         rng = self._rng(path, body)
         latency = 0.0 if batch else _latency(conditions.latency, rng, path, body)
-        kinds = [k for k in conditions.faults if streaming or k != "truncated_stream"]
+        kinds = [
+            k
+            for k in conditions.faults
+            if streaming or k not in ("truncated_stream", "stream_error")
+        ]
         if batch:
             kinds = [k for k in kinds if k != "timeout"]
         if not kinds or conditions.fault_rate <= 0 or rng.random() >= conditions.fault_rate:
@@ -175,6 +196,8 @@ class ConditionsState:
             return Delay(conditions.fault_timeout)
         if kind == "malformed":
             return MalformedBody()
+        if kind in ("error_200", "empty_answer", "stream_error"):
+            return WireFault(kind)
         return TruncatedStream()
 
 

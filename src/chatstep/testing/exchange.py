@@ -19,8 +19,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from chatstep.testing.completions import stream_chunks
-from chatstep.testing.conditions import MalformedBody, TruncatedStream
-from chatstep.testing.script import Delay, Drop, Fail, Respond, render_chat
+from chatstep.testing.conditions import MalformedBody, TruncatedStream, WireFault
+from chatstep.testing.script import Delay, Drop, Fail, Respond, Trickle, render_chat
 from chatstep.testing.spec import SpecViolation
 from chatstep.testing.state import ServerState
 from chatstep.testing.synth import (
@@ -139,7 +139,10 @@ async def _sleep(state: ServerState, seconds: float) -> bool:
 
 
 def _is_item(value: Any) -> bool:
-    return isinstance(value, (Respond, Fail, Delay, Drop, MalformedBody, TruncatedStream, Outcome))
+    return isinstance(
+        value,
+        (Respond, Fail, Delay, Drop, Trickle, MalformedBody, TruncatedStream, WireFault, Outcome),
+    )
 
 
 async def _execute(context: _Context, item: Any) -> Outcome:
@@ -158,6 +161,12 @@ async def _execute(context: _Context, item: Any) -> Outcome:
         return await _execute(context, item.then)
     if isinstance(item, Drop):
         return Outcome(drop=True, reset=item.reset)
+    if isinstance(item, Trickle):
+        outcome = await _execute(context, item.then)
+        outcome.trickle = (item.seconds, item.interval)
+        return outcome
+    if isinstance(item, WireFault):
+        return await _wire_fault(context, item.kind)
     if isinstance(item, Fail):
         return Outcome(status=item.status, body=item.error_body(), headers=item.response_headers())
     if isinstance(item, MalformedBody):
@@ -232,6 +241,28 @@ async def _malformed(context: _Context) -> Outcome:
         first = _chunks_for(context, default)[0]
         return Outcome(chunks=[first, text[: len(text) // 2]])
     return Outcome(raw=text[: len(text) // 2].encode())
+
+
+async def _wire_fault(context: _Context, kind: str) -> Outcome:
+    """A success status that carries no answer (see :class:`WireFault`)."""
+    from chatstep.testing.faults import SERVER_ERROR
+
+    default = await context.default()
+    if not isinstance(default, Mapping):
+        return await _execute(context, default)
+    streaming = context.request.streaming and default.get("object") == "chat.completion"
+    if kind == "error_200":
+        return Outcome(body={"error": dict(SERVER_ERROR)})
+    if kind == "stream_error" and streaming:
+        first = _chunks_for(context, default)[:2]
+        return Outcome(chunks=[*first, {"error": dict(SERVER_ERROR)}])
+    key = {"/v1/embeddings": "data", "/v1/moderations": "results"}.get(
+        context.request.route, "choices"
+    )
+    if streaming:
+        head = _chunks_for(context, default)[0]
+        return Outcome(chunks=[{**head, "choices": []}])
+    return Outcome(body={**default, key: []})
 
 
 async def _truncated(context: _Context) -> Outcome:

@@ -6,7 +6,11 @@ Items are queued per path with :meth:`TestServer.enqueue` and consumed one per r
   built around them and streamed when the request streams) or a raw ``body`` sent as-is;
 - :class:`Fail` -- an OpenAI-shaped error with optional ``Retry-After`` headers;
 - :class:`Delay` -- wait, then answer with another item (or the default answer);
-- :class:`Drop` -- close the connection without answering.
+- :class:`Drop` -- close the connection without answering;
+- :class:`Trickle` -- send the headers at once, then a byte now and then, then the answer.
+
+Answers that are wrong on the wire (a 200 carrying an error, empty choices, an error event in a
+stream, parallel tool calls at one index...) are built by :mod:`chatstep.testing.faults`.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ __all__ = [
     "Respond",
     "Script",
     "ScriptItem",
+    "Trickle",
     "normalize_path",
     "render_chat",
 ]
@@ -145,7 +150,23 @@ class Drop:
     reset: bool = False
 
 
-ScriptItem = Respond | Fail | Delay | Drop
+@dataclass(frozen=True)
+class Trickle:
+    """Send the status and headers at once, then one space every ``interval`` seconds for
+    ``seconds``, then ``then`` (the default answer when None).
+
+    A server that keeps the connection busy without answering: a client whose timeout is per
+    read (httpx's) never times out on it. A streaming request gets SSE keep-alive comments
+    (``: keep-alive``) instead of spaces, then the events. ``server.stats.trickles_cut`` counts
+    trickles whose client hung up before the end.
+    """
+
+    seconds: float
+    interval: float = 0.5
+    then: ScriptItem | Mapping[str, Any] | None = None
+
+
+ScriptItem = Respond | Fail | Delay | Drop | Trickle
 
 
 def _number_text(value: float) -> str:
@@ -168,10 +189,10 @@ class Script:
     def enqueue(self, items: Sequence[Any], path: str = CHAT_PATH) -> None:
         """Queue items for requests to ``path``."""
         for item in items:
-            if not isinstance(item, (Respond, Fail, Delay, Drop, Mapping)):
+            if not isinstance(item, (Respond, Fail, Delay, Drop, Trickle, Mapping)):
                 raise TypeError(
                     f"enqueue: {item!r} is not a script item; "
-                    "use Respond, Fail, Delay, Drop or a dict body"
+                    "use Respond, Fail, Delay, Drop, Trickle or a dict body"
                 )
         with self._lock:
             self._queues.setdefault(normalize_path(path), deque()).extend(items)

@@ -45,6 +45,8 @@ class RecordedRequest:
     """The parsed JSON body, or None (no body, or a body that is not JSON)."""
     peer: tuple[str, int] | None = None
     """The client's (host, port): requests over one kept-alive connection share it."""
+    query: dict[str, str] = field(default_factory=dict)
+    """The query parameters (``api-version`` of Azure-style requests...)."""
 
 
 def _redact(value: str) -> str:
@@ -77,6 +79,8 @@ class ServerStats:
     faults: dict[str, int]
     """Injected faults by kind (``"429"``, ``"reset"``, ...)."""
     spec_violations: int
+    trickles_cut: int = 0
+    """:class:`~chatstep.testing.Trickle` answers whose client hung up before the end."""
 
 
 @dataclass
@@ -85,7 +89,8 @@ class ServerState:
 
     validate: bool = True
     api_key: str | None = None
-    """When set, requests must carry ``Authorization: Bearer <api_key>`` (else 401)."""
+    """When set, requests must carry ``Authorization: Bearer <api_key>`` (else 401); requests on
+    Azure-style paths (``/openai/...``) must carry it as the ``api-key`` header instead."""
     models: list[str] = field(default_factory=lambda: list(DEFAULT_MODELS))
     handler: Handler | None = None
     script: Script = field(default_factory=Script)
@@ -102,6 +107,7 @@ class ServerState:
     _by_path: Counter[str] = field(default_factory=Counter)
     _faults: Counter[str] = field(default_factory=Counter)
     _rate_limited: int = 0
+    _trickles_cut: int = 0
     _violations: list[SpecViolation] = field(default_factory=list)
     _violations_allowed: bool = False
     _ids: Any = field(default_factory=itertools.count)
@@ -131,6 +137,11 @@ class ServerState:
         with self._lock:
             self._faults[kind] += 1
 
+    def count_trickle_cut(self) -> None:
+        """Count a trickled answer abandoned by its client."""
+        with self._lock:
+            self._trickles_cut += 1
+
     def count_rate_limited(self) -> None:
         """Count a 429 sent by the rate limiter."""
         with self._lock:
@@ -150,6 +161,7 @@ class ServerState:
                 rate_limited=self._rate_limited,
                 faults=dict(self._faults),
                 spec_violations=len(self._violations),
+                trickles_cut=self._trickles_cut,
             )
 
     def add_violation(self, violation: SpecViolation) -> None:
@@ -199,6 +211,7 @@ class ServerState:
             self._by_path.clear()
             self._faults.clear()
             self._rate_limited = 0
+            self._trickles_cut = 0
             self._violations.clear()
             self._violations_allowed = False
             self._ids = itertools.count()

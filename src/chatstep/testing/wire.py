@@ -17,13 +17,17 @@ class Outcome:
     body: Any = None
     raw: bytes | None = None
     chunks: list[Any] | None = None
-    """SSE events (dicts are sent as JSON, strings as-is)."""
+    """SSE events (dicts are sent as JSON, strings as-is; a string starting with ``:`` is sent as
+    an SSE comment line, as keep-alives are)."""
     done: bool = True
     """Whether ``data: [DONE]`` follows the chunks."""
     headers: dict[str, str] = field(default_factory=dict)
     drop: bool = False
     reset: bool = False
     """With ``drop``: abort (RST) instead of closing."""
+    trickle: tuple[float, float] | None = None
+    """(seconds, interval): send a space (a keep-alive comment for SSE) every ``interval``
+    seconds for ``seconds`` before the answer."""
 
 
 @dataclass
