@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from chatstep.batch.api import batch_results, submit_batch, wait_batch
+from chatstep.batch.api import batch_results, poll_batch, submit_batch
 from chatstep.testing import TestServer
 from chatstep.testing.faults import empty_choices, error_in_success
 
@@ -29,7 +29,7 @@ def test_2xx_lines_without_an_answer_fail_their_rows(
     openai_env.handler = broken
     rows = [{"n": n, "text": f"t{n}"} for n in range(4)]
     job = submit_batch(step_file, rows)
-    assert wait_batch(job.id, poll=FAST).status == "completed"
+    assert poll_batch(job.id, poll=FAST).status == "completed"
     results = batch_results(job.id, rows=rows)
     joined = list(results)
     assert [r["ok"] for r in joined] == [True, False, False, True]

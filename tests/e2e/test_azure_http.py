@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from chatstep import ConfigError, StepResult, run_step
-from chatstep.batch.api import PollSchedule, batch_results, submit_batch, wait_batch
+from chatstep.batch.api import PollSchedule, batch_results, poll_batch, submit_batch
 from chatstep.batch.client import BatchClient
 from chatstep.core.connection import resolve_connection, split_base_url
 from chatstep.secrets import default_secret_store
@@ -143,7 +143,7 @@ def test_a_batch_job_submits_waits_and_joins_on_azure(
     rows = [{"text": f"row {i}"} for i in range(3)]
     job = submit_batch({"model": "dep1", "prompt": "{{ inputs.text }}"}, rows)
     assert job.connection.api_version == VERSION
-    done = wait_batch(job.id, poll=FAST_POLL)
+    done = poll_batch(job.id, poll=FAST_POLL)
     assert done.status == "completed"
     results = batch_results(job.id, rows=rows)
     assert [r["content"] for r in results] == [f"echo: row {i}" for i in range(3)]
