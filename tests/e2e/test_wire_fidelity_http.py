@@ -1,6 +1,6 @@
 """Issue 10: what OpenAI-compatible servers really send, over real HTTP, never a silent success.
 
-Each kind of the issue has its example here, through ``Runner``/``run_step``, ``chatstep run``,
+Each kind of the issue has its example here, through ``AsyncRunner``/``run_step``, ``chatstep run``,
 ``map`` (the row fails and stays retryable) and flows.
 """
 
@@ -18,13 +18,13 @@ from typer.testing import CliRunner
 
 from chatstep import (
     APITimeoutError,
+    AsyncRunner,
     BadRequestError,
     InternalServerError,
     InvalidJSONError,
     InvalidResponseError,
     RateLimitError,
     RetryPolicy,
-    Runner,
     StepResult,
     run_step,
 )
@@ -51,7 +51,7 @@ cli = CliRunner()
 
 def _run(step: dict[str, Any], **kwargs: Any) -> StepResult:
     async def main() -> StepResult:
-        async with Runner(retry=FAST, history=False) as runner:
+        async with AsyncRunner(retry=FAST, history=False) as runner:
             result = await runner.run(step, **kwargs)
             assert isinstance(result, StepResult)
             return result
@@ -451,7 +451,7 @@ def test_history_logs_a_200_error_as_a_failure(openai_env: TestServer, tmp_path:
     openai_env.enqueue(error_in_success(), empty_choices())
 
     async def main() -> None:
-        async with Runner(retry=FAST, history=history) as runner:
+        async with AsyncRunner(retry=FAST, history=history) as runner:
             for _ in range(2):
                 with pytest.raises((InternalServerError, InvalidResponseError)):
                     await runner.run(FINAL)
