@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from chatstep.accounting.pricing import Cost
 from chatstep.backends.base import Backend, Reply
 from chatstep.core.connection import BackendPool, Connection, for_local_model, resolve_connection
 from chatstep.core.render import make_context, render_step
@@ -217,6 +218,10 @@ class Runner:
             return result
         except Exception as exc:
             error = exc
+            if isinstance(exc, APIError) and isinstance(exc.result, Reply):
+                # A stream cut midway: what arrived was billed; account for it.
+                latency_ms = (time.perf_counter() - started) * 1000
+                exc.result = self._priced(step, request, exc.result, 1, latency_ms, conn)
             raise
         finally:
             latency_ms = (time.perf_counter() - started) * 1000
@@ -271,6 +276,12 @@ class Runner:
     ) -> None:
         if not self.history.writes_enabled:
             return
+        if result is None and error is not None:
+            # An answer that failed chatstep's checks (or a cut stream) was still paid for.
+            received = getattr(error, "result", None)
+            if isinstance(received, StepResult | EmbeddingResult | ModerationResult):
+                result = received
+        breakdown = result.cost_breakdown if result is not None else None
         entry = HistoryEntry.from_exchange(
             request.endpoint,
             request.body,
@@ -282,6 +293,8 @@ class Runner:
             cached=bool(result is not None and result.cached),
             error=f"{type(error).__name__}: {error}" if error is not None else None,
             run_id=self.run_id,
+            cost_breakdown=breakdown.to_dict() if breakdown is not None else None,
+            usage_estimated=bool(result is not None and result.usage_estimated),
         )
         self._history_writer.submit(entry)
 
@@ -334,17 +347,53 @@ class Runner:
                     # Once a caller has seen part of an answer, a retry would show it twice.
                     state.delivered = True
                     await _deliver(on_delta, delta)
+        response = assembler.response()
+        estimated = "usage" not in response
+        if estimated:
+            # The server sent no usage (no include_usage, or the stream was cut): count it.
+            from chatstep.accounting.usage import local_usage
+
+            response["usage"] = local_usage(body, response)
+        reply = Reply(response, streamed.headers, usage_estimated=estimated)
         if not assembler.finished:
-            raise APIConnectionError(
+            error = APIConnectionError(
                 "POST /chat/completions: the stream ended before the answer finished"
             )
-        return Reply(assembler.response(), streamed.headers)
+            if assembler.chunks:
+                error.result = reply  # priced by execute(); it was billed
+            raise error
+        return reply
 
-    def _cost(self, model: str, usage: dict[str, Any], local: bool) -> float | None:
+    def _cost(self, model: str, usage: dict[str, Any], local: bool, estimated: bool) -> Cost | None:
         if self.price_table is None or not usage:
             return None
-        cost = self.price_table.cost(model, usage, local=local)
-        return None if cost is None else float(cost.total_usd)
+        cost = self.price_table.cost(model, usage, local=local, estimated=estimated)
+        return cost if isinstance(cost, Cost) else None
+
+    def _priced(
+        self,
+        step: Step,
+        request: Request,
+        reply: Reply,
+        attempts: int,
+        latency_ms: float,
+        conn: Connection,
+    ) -> AnyResult:
+        """A result for an answer that is not checked (a cut stream): response, usage, cost."""
+        usage = reply.body.get("usage") if isinstance(reply.body.get("usage"), dict) else {}
+        model = str(reply.body.get("model") or request.model)
+        cost = self._cost(model, usage or {}, conn.backend == "local", reply.usage_estimated)
+        return StepResult(
+            response=reply.body,
+            request=request,
+            step_id=step.id,
+            latency_ms=latency_ms,
+            attempts=attempts,
+            headers=dict(reply.headers),
+            cost=None if cost is None else cost.total_usd,
+            cost_breakdown=cost,
+            usage_estimated=reply.usage_estimated,
+        )
 
     def _result(
         self,
@@ -370,8 +419,11 @@ class Runner:
         usage = response.get("usage") if isinstance(response.get("usage"), dict) else {}
         model = str(response.get("model") or request.model)
         # A cache hit was paid for once already: it costs nothing now.
-        cost = 0.0 if cached else self._cost(model, usage or {}, conn.backend == "local")
-        common["cost"] = cost
+        local = conn.backend == "local"
+        cost = Cost() if cached else self._cost(model, usage or {}, local, reply.usage_estimated)
+        common["cost"] = None if cost is None else cost.total_usd
+        common["cost_breakdown"] = cost
+        common["usage_estimated"] = reply.usage_estimated
         if request.endpoint == "embeddings":
             return EmbeddingResult(**common)
         if request.endpoint == "moderations":
