@@ -24,6 +24,7 @@ app = typer.Typer(
 # One module per command group; each exposes register(app).
 _COMMAND_MODULES: tuple[str, ...] = (
     "run",
+    "check",
     "endpoints",
     "map",
     "history",

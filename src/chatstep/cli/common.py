@@ -35,6 +35,7 @@ from chatstep.errors import (
     APIError,
     APITimeoutError,
     BackendUnavailableError,
+    BudgetExceededError,
     ChatstepError,
     ConfigError,
     InternalServerError,
@@ -43,7 +44,14 @@ from chatstep.errors import (
     redact,
 )
 
-__all__ = ["EXIT_CODES", "exit_code_for", "parse_inputs", "print_json", "reports_errors"]
+__all__ = [
+    "EXIT_CODES",
+    "exit_code_for",
+    "parse_inputs",
+    "print_json",
+    "reports_errors",
+    "spend_line",
+]
 
 EXIT_CODES = {
     "ok": 0,
@@ -62,8 +70,17 @@ EXIT_CODES = {
 }
 
 
+def spend_line(tokens: Any, cost: float | None) -> str:
+    """The end-of-run total printed on stderr: ``spent: 1,234 tokens, $0.000123``."""
+    count = f"{int(tokens):,} tokens" if isinstance(tokens, int | float) else "? tokens"
+    money = f"${cost:.6f}" if cost is not None else "cost unknown (the model has no price)"
+    return f"spent: {count}, {money}"
+
+
 def exit_code_for(exc: BaseException) -> int:
     """The documented exit code for an error."""
+    if isinstance(exc, BudgetExceededError):
+        return EXIT_CODES["budget"]
     if isinstance(exc, ConfigError):
         return EXIT_CODES["config"]
     if isinstance(exc, RateLimitError | InternalServerError | APITimeoutError | APIConnectionError):

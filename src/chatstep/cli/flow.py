@@ -9,7 +9,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from chatstep.cli.common import exit_code_for, parse_inputs, print_json, reports_errors
+from chatstep.cli.common import (
+    exit_code_for,
+    parse_inputs,
+    print_json,
+    reports_errors,
+    spend_line,
+)
 from chatstep.errors import redact
 
 if TYPE_CHECKING:
@@ -66,18 +72,28 @@ def run(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the whole run (every task) as JSON.")
     ] = False,
+    max_cost: Annotated[
+        float | None,
+        typer.Option(
+            "--max-cost",
+            help="USD cap on the whole run: stop (exit 8) before a request that could pass it.",
+            min=0,
+        ),
+    ] = None,
 ) -> None:
-    """Run a flow's tasks in order and print each task's outputs."""
+    """Run a flow's tasks in order and print each task's outputs, then the run's total
+    tokens and cost (on stderr; in --json: usage and cost)."""
     from chatstep.flows.api import load_flow, run_flow
 
     with reports_errors():
         flow = load_flow(flow_file)
-        flow_run = run_flow(flow, parse_inputs(inputs), raise_on_failure=False)
+        flow_run = run_flow(flow, parse_inputs(inputs), raise_on_failure=False, max_cost=max_cost)
         if as_json:
             print_json(flow_run.to_dict())
         else:
             for task in flow_run.tasks:
                 _print_task(task, show_error=task is not flow_run.failed_task)
+            typer.echo(spend_line(flow_run.usage.get("total_tokens"), flow_run.cost), err=True)
         _report_failure(flow_run)
 
 

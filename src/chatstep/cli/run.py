@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from chatstep.cli.common import parse_inputs, print_json, reports_errors
+from chatstep.cli.common import parse_inputs, print_json, reports_errors, spend_line
 
 __all__ = ["register"]
 
@@ -26,8 +26,20 @@ def run(
         bool, typer.Option("--stream", help="Print text as it is generated.")
     ] = False,
     local: Annotated[bool, typer.Option("--local", help="Use the embedded local model.")] = False,
+    max_cost: Annotated[
+        float | None,
+        typer.Option(
+            "--max-cost",
+            help="USD cap: refuse the call (exit 8) if its worst case could pass it.",
+            min=0,
+        ),
+    ] = None,
 ) -> None:
-    """Run a step and print its content (or, with --json, the whole result)."""
+    """Run a step and print its content (or, with --json, the whole result).
+
+    The call's tokens and cost are printed on stderr at the end (in --json: usage, cost,
+    cost_breakdown).
+    """
     from chatstep.core.calls import run_step
     from chatstep.core.result import EmbeddingResult, ModerationResult, StepResult
     from chatstep.core.streaming import Delta
@@ -49,6 +61,7 @@ def run(
             parse_inputs(inputs),
             stream=True if stream else None,
             on_delta=on_delta if printing_deltas else None,
+            max_cost=max_cost,
         )
         if as_json:
             print_json(result.to_dict())
@@ -68,6 +81,8 @@ def run(
             print_json(result.results)
         elif isinstance(result, EmbeddingResult):
             print_json(result.vectors)
+        if not as_json:
+            typer.echo(spend_line(result.usage.get("total_tokens"), result.cost), err=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -51,11 +51,16 @@ async def arun_step(
     stream: bool | None = None,
     on_delta: DeltaCallback | None = None,
     runner: Runner | None = None,
+    max_cost: float | None = None,
 ) -> AnyResult:
-    """Run one step (a step object, a YAML/JSON path, or a dict) and return its result."""
+    """Run one step (a step object, a YAML/JSON path, or a dict) and return its result.
+
+    ``max_cost`` (USD) refuses the call with BudgetExceededError when its worst case is more
+    (see :class:`Runner`); with a ``runner``, the runner's own ``max_cost`` applies instead.
+    """
     if runner is not None:
         return await runner.run(step, inputs, outputs, stream=stream, on_delta=on_delta)
-    async with Runner() as own:
+    async with Runner(max_cost=max_cost) as own:
         return await own.run(step, inputs, outputs, stream=stream, on_delta=on_delta)
 
 
@@ -66,9 +71,12 @@ def run_step(
     *,
     stream: bool | None = None,
     on_delta: DeltaCallback | None = None,
+    max_cost: float | None = None,
 ) -> AnyResult:
     """Synchronous :func:`arun_step`."""
-    return run_sync(arun_step(step, inputs, outputs, stream=stream, on_delta=on_delta))
+    return run_sync(
+        arun_step(step, inputs, outputs, stream=stream, on_delta=on_delta, max_cost=max_cost)
+    )
 
 
 class StepStream:

@@ -113,6 +113,7 @@ class Runner:
         cache_ttl: float | None = None,
         history: History | bool | None = None,
         run_id: str | None = None,
+        max_cost: float | None = None,
     ) -> None:
         """Shared settings for many calls.
 
@@ -121,10 +122,18 @@ class Runner:
         ``cache: false``; None or False leaves it to each step's ``cache: true``.
         ``history``: None logs every call to the default history (unless ``CHATSTEP_HISTORY=off``),
         False logs nothing, or a :class:`History` to log to.
+        ``max_cost``: USD cap on what this runner's calls may spend. Before each request its
+        worst case (prompt tokens + ``max_tokens`` x ``n`` at current prices) must fit in what
+        is left, else :class:`~chatstep.errors.BudgetExceededError` (nothing is sent); after
+        it, its actual cost is spent (``budget.spent``). A model with no price cannot be
+        bounded: a ConfigError.
         """
+        from chatstep.accounting.budget import CostBudget, check_max_cost
         from chatstep.accounting.pricing import default_price_table
         from chatstep.secrets import default_secret_store
 
+        self.budget = CostBudget(check_max_cost(max_cost))
+        """What this runner's calls spent (``spent``, USD) against ``max_cost`` (``limit``)."""
         self.secrets = secrets if secrets is not None else default_secret_store()
         self.retry = retry or RetryPolicy()
         self.hooks = list(hooks or [])
@@ -213,8 +222,9 @@ class Runner:
         started = time.perf_counter()
         result: AnyResult | None = None
         error: Exception | None = None
+        held: list[float] = []
         try:
-            result = await self._execute(step, request, conn, on_delta, started)
+            result = await self._execute(step, request, conn, on_delta, started, held)
             return result
         except Exception as exc:
             error = exc
@@ -225,6 +235,7 @@ class Runner:
             raise
         finally:
             latency_ms = (time.perf_counter() - started) * 1000
+            self._settle(held, result, error)
             await self._record(step, request, conn, result, error, latency_ms)
             for hook in self.hooks:
                 await hook.after_result(step, request, result, error)
@@ -236,6 +247,7 @@ class Runner:
         conn: Connection,
         on_delta: DeltaCallback | None,
         started: float,
+        held: list[float],
     ) -> AnyResult:
         cache, key = self._cache_for(step, request, conn)
         if cache is not None and key is not None:
@@ -244,6 +256,7 @@ class Runner:
                 await _replay(hit, on_delta)
                 latency_ms = (time.perf_counter() - started) * 1000
                 return self._result(step, request, Reply(hit), 0, latency_ms, conn, cached=True)
+        held.append(self._reserve(step, request, conn))
         backend = self.backend_for(conn)
         policy = replace(self.retry, max_retries=conn.max_retries)
         reply, attempts = await self._send_with_retry(backend, request, conn, policy, on_delta)
@@ -253,6 +266,33 @@ class Runner:
             ttl = step.cache_ttl if isinstance(step.cache_ttl, float | int) else self.cache_ttl
             cache.set(key, reply.body, ttl)
         return result
+
+    def _reserve(self, step: Step, request: Request, conn: Connection) -> float:
+        """Hold the request's worst case in the budget, or refuse it (BudgetExceededError)."""
+        if self.budget.limit is None:
+            return 0.0
+        from chatstep.accounting.budget import worst_case_cost
+
+        estimate = worst_case_cost(self.price_table, request, conn, field="max_cost")
+        if not self.budget.try_reserve(estimate):
+            what = f"the next request (step {step.id!r})" if step.id else "the next request"
+            raise self.budget.exceeded(estimate, what)
+        return estimate
+
+    def _settle(self, held: list[float], result: AnyResult | None, error: Exception | None) -> None:
+        """Release a held worst case and spend the call's actual cost (paid answers included)."""
+        if result is None and error is not None:
+            result = getattr(error, "result", None)
+        cost = getattr(result, "cost", None) if result is not None else None
+        spent = (
+            float(cost)
+            if isinstance(cost, int | float) and not getattr(result, "cached", 0)
+            else 0.0
+        )
+        if held:
+            self.budget.settle(held[0], spent)
+        else:
+            self.budget.spent += spent
 
     def _cache_for(
         self, step: Step, request: Request, conn: Connection
