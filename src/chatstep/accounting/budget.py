@@ -84,13 +84,17 @@ class CostBudget:
         return True
 
     def exceeded(
-        self, next_cost: float, what: str, option: str = "max_cost"
+        self,
+        next_cost: float,
+        what: str,
+        option: str = "max_cost",
+        held_by: str = "requests in flight",
     ) -> BudgetExceededError:
         """The error for a request of worst case ``next_cost`` that does not fit."""
         assert self.limit is not None
         return BudgetExceededError(
             f"{option} ${self.limit:.4f} reached: ${self.spent:.4f} spent"
-            + (f", ${self.reserved:.4f} held by requests in flight" if self.reserved else "")
+            + (f", ${self.reserved:.4f} held by {held_by}" if self.reserved else "")
             + f", and {what} may cost up to ${next_cost:.4f}; "
             f"raise {option} to continue",
             spent=self.spent,

@@ -74,7 +74,9 @@ class _Rendered:
         estimate = worst_case_cost(prices, request, None, field="max_cost", batch=True)
         if self.worst_case + estimate > max_cost:
             budget = CostBudget(max_cost, reserved=self.worst_case)
-            raise budget.exceeded(estimate, f"row {index} (the rows before it hold the rest)")
+            raise budget.exceeded(
+                estimate, f"row {index}", held_by=f"the worst case of rows 0-{index - 1}"
+            )
         self.worst_case += estimate
 
     def saw_format(self, body: Mapping[str, Any]) -> None:
