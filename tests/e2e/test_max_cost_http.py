@@ -165,3 +165,17 @@ def test_batch_submit_refuses_up_front(
     # Batch prices are half: 100 rows of ~20 tokens at $0.0005 fit in $1.5.
     job = submit_batch(step, rows, max_cost=1.5)
     assert job.row_count == 100
+
+
+def test_map_with_a_capped_runner_stops_like_max_cost(
+    openai_env: TestServer, dear: pricing.PriceTable
+) -> None:
+    from chatstep import map_step
+
+    capped = Runner(max_cost=0.1, history=False)
+    out = map_step(STEP, [{"n": n} for n in range(50)], runner=capped, select=["content", "error"])
+    assert out.stats.stop_reason is not None
+    assert "max_cost" in out.stats.stop_reason
+    finished = [r for r in out if r.get("error") is None and r.get("content")]
+    assert 0 < len(finished) < 50
+    assert _chat_requests(openai_env) == len(finished)
