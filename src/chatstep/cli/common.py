@@ -46,6 +46,7 @@ from chatstep.errors import (
 
 __all__ = [
     "EXIT_CODES",
+    "echo_spend",
     "exit_code_for",
     "parse_inputs",
     "print_json",
@@ -70,11 +71,23 @@ EXIT_CODES = {
 }
 
 
-def spend_line(tokens: Any, cost: float | None) -> str:
-    """The end-of-run total printed on stderr: ``spent: 1,234 tokens, $0.000123``."""
+def spend_line(tokens: Any, cost: float | None) -> str | None:
+    """The end-of-run total printed on stderr: ``spent: 1,234 tokens, $0.000123``.
+
+    None when nothing was billed (no tokens, or a free run: embedded model, cache hits).
+    """
+    if cost == 0.0 or (cost is None and not tokens):
+        return None
     count = f"{int(tokens):,} tokens" if isinstance(tokens, int | float) else "? tokens"
     money = f"${cost:.6f}" if cost is not None else "cost unknown (the model has no price)"
     return f"spent: {count}, {money}"
+
+
+def echo_spend(tokens: Any, cost: float | None) -> None:
+    """Print :func:`spend_line` on stderr, if there is one."""
+    line = spend_line(tokens, cost)
+    if line is not None:
+        typer.echo(line, err=True)
 
 
 def exit_code_for(exc: BaseException) -> int:

@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from chatstep.cli.common import (
+    echo_spend,
     exit_code_for,
     parse_inputs,
     print_json,
     reports_errors,
-    spend_line,
 )
 from chatstep.errors import redact
 
@@ -93,7 +93,7 @@ def run(
         else:
             for task in flow_run.tasks:
                 _print_task(task, show_error=task is not flow_run.failed_task)
-            typer.echo(spend_line(flow_run.usage.get("total_tokens"), flow_run.cost), err=True)
+            echo_spend(flow_run.usage.get("total_tokens"), flow_run.cost)
         _report_failure(flow_run)
 
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from chatstep.cli.common import parse_inputs, print_json, reports_errors, spend_line
+from chatstep.cli.common import echo_spend, parse_inputs, print_json, reports_errors
 
 __all__ = ["register"]
 
@@ -37,8 +37,8 @@ def run(
 ) -> None:
     """Run a step and print its content (or, with --json, the whole result).
 
-    The call's tokens and cost are printed on stderr at the end (in --json: usage, cost,
-    cost_breakdown).
+    A billed call's tokens and cost are printed on stderr at the end (in --json: usage, cost,
+    cost_breakdown); a free one (embedded model, cache hit) prints nothing more.
     """
     from chatstep.core.calls import run_step
     from chatstep.core.result import EmbeddingResult, ModerationResult, StepResult
@@ -82,7 +82,7 @@ def run(
         elif isinstance(result, EmbeddingResult):
             print_json(result.vectors)
         if not as_json:
-            typer.echo(spend_line(result.usage.get("total_tokens"), result.cost), err=True)
+            echo_spend(result.usage.get("total_tokens"), result.cost)
 
 
 def register(app: typer.Typer) -> None:
