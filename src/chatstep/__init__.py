@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from chatstep.accounting.estimate import CostEstimate, estimate_cost
+    from chatstep.accounting.pricing import Cost, PriceTable
     from chatstep.batch.api import (
         BatchJob,
         BatchLimits,
@@ -124,6 +126,14 @@ if TYPE_CHECKING:
     )
 
 _EXPORTS: dict[str, tuple[str, ...]] = {
+    "chatstep.accounting.estimate": (
+        "CostEstimate",
+        "estimate_cost",
+    ),
+    "chatstep.accounting.pricing": (
+        "Cost",
+        "PriceTable",
+    ),
     "chatstep.batch.api": (
         "BatchJob",
         "BatchLimits",
@@ -235,6 +245,8 @@ __all__ = [
     "ChatstepError",
     "ConfigError",
     "ConflictError",
+    "Cost",
+    "CostEstimate",
     "Delta",
     "Embedding",
     "EmbeddingResult",
@@ -253,6 +265,7 @@ __all__ = [
     "OutputError",
     "PermissionDeniedError",
     "PollSchedule",
+    "PriceTable",
     "RateLimitError",
     "Request",
     "RetryPolicy",
@@ -280,6 +293,7 @@ __all__ = [
     "batch_results",
     "batch_status",
     "cancel_batch",
+    "estimate_cost",
     "list_batches",
     "load_flow",
     "load_step",

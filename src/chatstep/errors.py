@@ -168,8 +168,11 @@ class APIError(ChatstepError):
     its code or type stands for), ``code`` (the body's error code), ``request_id``,
     ``retry_after`` (seconds, from ``retry-after-ms`` / ``retry-after``), ``should_retry`` (the
     ``x-should-retry`` header: ``True``/``False``, or ``None`` when absent) and ``body`` (the
-    error body, redacted).
+    error body, redacted). ``result`` is what was received and paid for before the failure (a
+    stream cut midway: its usage counted locally), else None.
     """
+
+    result: Any = None
 
     def __init__(
         self,

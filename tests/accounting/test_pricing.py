@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import pytest
 
 from chatstep.accounting import pricing
-from chatstep.accounting.pricing import BUILTIN_PRICES, PRICES_CHECKED, Cost, ModelPrice, PriceTable
+from chatstep.accounting.pricing import PRICES_CHECKED, Cost, ModelPrice, PriceTable
 from chatstep.errors import ConfigError
 
 
@@ -31,54 +30,78 @@ def usage(prompt: int, completion: int, cached: int = 0, reasoning: int = 0) -> 
     }
 
 
-def test_builtin_table_covers_the_documented_models() -> None:
-    required = {
-        "gpt-4o",
-        "gpt-4o-mini",
-        "gpt-4.1",
-        "gpt-4.1-mini",
-        "gpt-4.1-nano",
-        "gpt-5",
-        "gpt-5-mini",
-        "gpt-5-nano",
-        "o1",
-        "o3",
-        "o4-mini",
-        "gpt-3.5-turbo",
-        "text-embedding-3-small",
-        "text-embedding-3-large",
-        "text-embedding-ada-002",
-        "omni-moderation-latest",
-    }
-    assert required <= set(BUILTIN_PRICES)
-    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", PRICES_CHECKED)
-    for model, price in BUILTIN_PRICES.items():
-        assert price.input >= 0, model
-        assert price.output >= 0, model
-        # Cached input is never dearer than fresh input.
-        assert price.cached_rate <= price.input, model
+DOCUMENTED = [
+    "gpt-4o",
+    "gpt-4o-mini",
+    "gpt-4.1",
+    "gpt-4.1-mini",
+    "gpt-4.1-nano",
+    "gpt-5",
+    "gpt-5-mini",
+    "gpt-5-nano",
+    "o1",
+    "o3",
+    "o4-mini",
+    "gpt-3.5-turbo",
+    "text-embedding-3-small",
+    "text-embedding-3-large",
+    "text-embedding-ada-002",
+    "omni-moderation-latest",
+]
+
+
+@pytest.mark.parametrize("model", DOCUMENTED)
+def test_default_prices_cover_the_documented_models(model: str) -> None:
+    assert PRICES_CHECKED.startswith("genai-prices ")
+    price = PriceTable().price(model)
+    assert price is not None, model
+    assert price.input >= 0
+    assert price.output >= 0
+    # Cached input is never dearer than fresh input.
+    assert price.cached_rate <= price.input
+
+
+def test_default_prices_are_the_published_ones() -> None:
+    # Spot checks against OpenAI's published prices (USD per 1M tokens), so a data change that
+    # breaks the mapping (units, fields) cannot pass silently.
+    table = PriceTable()
+    assert table.price("gpt-4o") == ModelPrice(input=2.50, output=10.0, cached_input=1.25)
+    assert table.price("gpt-4.1-mini") == ModelPrice(input=0.40, output=1.60, cached_input=0.10)
+    assert table.price("gpt-4") == ModelPrice(input=30.0, output=60.0)
+    assert table.price("omni-moderation-latest") == ModelPrice(0.0, 0.0)
+    assert table.price("omni-moderation-2024-09-26") == ModelPrice(0.0, 0.0)
+
+
+def test_prices_are_read_offline_from_the_bundled_snapshot() -> None:
+    # Pricing never refreshes genai-prices' data: no auto-update snapshot is ever installed.
+    from genai_prices import data_snapshot
+
+    PriceTable().cost("gpt-4o", usage(1000, 100))
+    assert data_snapshot._custom_snapshot is None
+    assert data_snapshot.get_snapshot().from_auto_update is False
 
 
 @pytest.mark.parametrize(
     ("model", "family"),
     [
-        ("gpt-4o", "gpt-4o"),
         ("gpt-4o-2024-08-06", "gpt-4o"),
         ("gpt-4o-mini-2024-07-18", "gpt-4o-mini"),
         ("gpt-4.1-nano-2025-04-14", "gpt-4.1-nano"),
         ("gpt-4-0613", "gpt-4"),
         ("gpt-3.5-turbo-0125", "gpt-3.5-turbo"),
-        ("omni-moderation-2024-09-26", "omni-moderation"),
         ("openai/gpt-5-mini", "gpt-5-mini"),
     ],
 )
 def test_dated_snapshots_match_their_family(model: str, family: str) -> None:
-    assert PriceTable().price(model) == BUILTIN_PRICES[family]
+    table = PriceTable()
+    assert table.price(model) == table.price(family)
+    # A user entry for the family prices its snapshots too.
+    custom = table.merged({family: {"input": 7.0, "output": 9.0}})
+    assert custom.price(model) == custom.price(family)
+    assert custom.price(model).input == 7.0  # type: ignore[union-attr]
 
 
-@pytest.mark.parametrize(
-    "model", ["gpt-5-pro", "gpt-4o-realtime-preview", "gpt-5.9", "llama3.2:1b", "my-model", ""]
-)
+@pytest.mark.parametrize("model", ["gpt-5.9-imaginary", "llama3.2:1b", "my-model", ""])
 def test_unknown_models_are_not_guessed(model: str) -> None:
     table = PriceTable()
     assert table.price(model) is None
@@ -103,13 +126,17 @@ def test_reasoning_tokens_are_already_in_completion_tokens() -> None:
 
 
 def test_batch_halves_every_rate() -> None:
-    table = PriceTable()
+    # gpt-5's batch price in the data is half of every rate; a user-priced model is halved too.
+    table = PriceTable().merged({"acme": {"input": 2.0, "cached_input": 1.0, "output": 4.0}})
+    own = table.cost("acme", usage(10_000, 2_000, cached=5_000), batch=True)
+    assert own is not None
+    assert own.batch
+    assert own.total_usd == pytest.approx((5_000 * 2.0 + 5_000 * 1.0 + 2_000 * 4.0) / 2e6)
     full = table.cost("gpt-5", usage(10_000, 2_000, cached=5_000))
     half = table.cost("gpt-5", usage(10_000, 2_000, cached=5_000), batch=True)
     assert full is not None
     assert half is not None
     assert half.total_usd == pytest.approx(full.total_usd / 2)
-    assert half.cached_input_usd == pytest.approx(full.cached_input_usd / 2)
 
 
 def test_models_without_cache_discount_bill_cached_tokens_at_input_price() -> None:
@@ -121,7 +148,8 @@ def test_models_without_cache_discount_bill_cached_tokens_at_input_price() -> No
 def test_free_models_and_local_models() -> None:
     table = PriceTable()
     moderation = table.cost("omni-moderation-latest", {"prompt_tokens": 500})
-    assert moderation == Cost()
+    assert moderation is not None
+    assert moderation.total_usd == 0.0
     local = table.cost("gemma-3-270m-it", usage(100, 100), local=True)
     assert local is not None
     assert local.total_usd == 0.0
@@ -169,10 +197,10 @@ def test_toml_file_in_user_dir_merges_over_builtin(home: Path) -> None:
         encoding="utf-8",
     )
     table = PriceTable.load()
-    # Only the given field changes; the rest of gpt-4o stays built-in.
+    # Only the given field changes; the rest of gpt-4o stays the default.
     assert table.price("gpt-4o") == ModelPrice(input=2.50, output=12.0, cached_input=1.25)
     assert table.price("acme-llm") == ModelPrice(input=0.3, output=1.2)
-    assert table.price("gpt-5") == BUILTIN_PRICES["gpt-5"]
+    assert table.price("gpt-5") == PriceTable.builtin().price("gpt-5")
     cost = table.cost("acme-llm-2025-01-01", usage(1_000_000, 1_000_000))
     assert cost is not None
     assert cost.total_usd == pytest.approx(1.5)
@@ -188,8 +216,9 @@ def test_json_file_at_explicit_path(tmp_path: Path) -> None:
     assert table.price("gpt-4.1") == ModelPrice(input=2.0, output=8.0, cached_input=None)
 
 
-def test_no_user_file_means_builtin_prices() -> None:
-    assert PriceTable.load().models() == sorted(BUILTIN_PRICES)
+def test_no_user_file_means_default_prices() -> None:
+    assert PriceTable.load().models() == []
+    assert PriceTable.load().price("gpt-4o") == PriceTable.builtin().price("gpt-4o")
 
 
 @pytest.mark.parametrize(
@@ -227,3 +256,39 @@ def test_bad_toml_and_missing_file(tmp_path: Path) -> None:
     other.write_text("models: {}", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"\.toml or \.json"):
         PriceTable.load(other)
+
+
+def test_audio_tokens_are_priced_at_their_own_rates() -> None:
+    audio_usage = {
+        "prompt_tokens": 1_000_000,
+        "completion_tokens": 1_000_000,
+        "prompt_tokens_details": {"cached_tokens": 100_000, "audio_tokens": 400_000},
+        "completion_tokens_details": {"audio_tokens": 300_000},
+    }
+    prices = {"input": 2.5, "cached_input": 1.0, "output": 10.0}
+    table = PriceTable().merged(
+        {"talker": {**prices, "input_audio": 40.0, "output_audio": 80.0}, "plain": prices}
+    )
+    cost = table.cost("talker", audio_usage)
+    assert cost is not None
+    assert cost.input_usd == pytest.approx(0.5 * 2.5)
+    assert cost.cached_input_usd == pytest.approx(0.1 * 1.0)
+    assert cost.input_audio_usd == pytest.approx(0.4 * 40.0)
+    assert cost.output_usd == pytest.approx(0.7 * 10.0)
+    assert cost.output_audio_usd == pytest.approx(0.3 * 80.0)
+    assert cost.total_usd == pytest.approx(1.25 + 0.1 + 16 + 7 + 24)
+    # Without audio rates, audio tokens cost the text price.
+    plain = table.cost("plain", audio_usage)
+    assert plain is not None
+    assert plain.input_audio_usd == pytest.approx(0.4 * 2.5)
+    # The default data has audio rates for OpenAI's audio models.
+    default = PriceTable().price("gpt-audio")
+    assert default is not None
+    assert default.input_audio is not None
+    assert default.input_audio > default.input
+
+
+def test_cost_breakdown_round_trips_as_json() -> None:
+    cost = Cost.of(0.1, 0.2, 0.3, 0.4, 0.5, batch=True, estimated=True)
+    assert cost.total_usd == pytest.approx(1.5)
+    assert Cost.from_dict(json.loads(json.dumps(cost.to_dict()))) == cost

@@ -219,13 +219,15 @@ def test_function_call_modes(call: str, choice: str) -> None:
 
 
 def test_json_schema_and_extra_body() -> None:
+    # A strict schema must close every object (OpenAI refuses {"type": "object"} alone).
+    schema = {"type": "object", "properties": {}, "required": [], "additionalProperties": False}
     step = load_step(
         {
             "model": "m",
             "prompt": "x",
             "response_format": {
                 "type": "json_schema",
-                "json_schema": {"name": "r", "schema": {"type": "object"}, "strict": True},
+                "json_schema": {"name": "r", "schema": schema, "strict": True},
             },
             "extra_body": {"top_k": 5},
         }
@@ -233,7 +235,7 @@ def test_json_schema_and_extra_body() -> None:
     body = build_request(step).body
     assert body["response_format"] == {
         "type": "json_schema",
-        "json_schema": {"name": "r", "schema": {"type": "object"}, "strict": True},
+        "json_schema": {"name": "r", "schema": schema, "strict": True},
     }
     assert body["top_k"] == 5
 

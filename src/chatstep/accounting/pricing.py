@@ -1,18 +1,28 @@
-"""What a call costs, from a price table in USD per million tokens.
+"""What a call costs, in USD, from OpenAI's prices (``genai-prices``) and the user's overrides.
 
-The built-in table (:data:`BUILTIN_PRICES`, checked on :data:`PRICES_CHECKED`) holds OpenAI's
-standard-tier list prices. A user file merges over it: ``$CHATSTEP_HOME/prices.toml`` (Python
->= 3.11, or the ``tomli`` package on 3.10) or ``$CHATSTEP_HOME/prices.json``, or any path given
-to :meth:`PriceTable.load`. Both formats hold one table::
+Default prices come from the ``genai-prices`` package's bundled, dated snapshot (offline: it is
+never refreshed at run time; :data:`PRICES_CHECKED` names the version). A user file merges over
+them: ``$CHATSTEP_HOME/prices.toml`` (Python >= 3.11, or the ``tomli`` package on 3.10) or
+``$CHATSTEP_HOME/prices.json``, or any path given to :meth:`PriceTable.load`. Both formats hold
+one table, USD per million tokens::
 
     [models."my-finetune"]          # {"models": {"my-finetune": {"input": 0.3, ...}}}
-    input = 0.30                    # USD per 1M uncached input tokens (required for new models)
-    cached_input = 0.15             # USD per 1M cached input tokens (optional: input price)
-    output = 1.20                   # USD per 1M output tokens (required for new models)
+    input = 0.30                    # uncached text input (required for new models)
+    cached_input = 0.15             # cached input (optional: the input price)
+    output = 1.20                   # text output (required for new models)
+    input_audio = 40.0              # audio input tokens (optional: the input price)
+    output_audio = 80.0             # audio output tokens (optional: the output price)
 
 A model id matches its own entry, or the longest entry it extends with a date suffix only
-(``gpt-4o-2024-08-06`` is priced as ``gpt-4o``; ``gpt-4-0613`` as ``gpt-4``). Anything else is
-unknown and costs ``None``: a price is never guessed.
+(``gpt-4o-2024-08-06`` is priced as ``gpt-4o``); the package matches OpenAI's model ids the same
+way. Anything else is unknown and costs ``None``: a price is never guessed.
+
+What is billed (:meth:`PriceTable.cost`): ``prompt_tokens`` minus cached and audio tokens at the
+input price, ``prompt_tokens_details.cached_tokens`` at the cached price,
+``prompt_tokens_details.audio_tokens`` at the audio input price,
+``completion_tokens`` (reasoning included) minus ``completion_tokens_details.audio_tokens`` at the
+output price, and those audio tokens at the audio output price. The Batch API uses the package's
+batch prices where it has them, else half of every rate (:data:`BATCH_DISCOUNT`).
 """
 
 from __future__ import annotations
@@ -23,7 +33,7 @@ import math
 import re
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +41,7 @@ from chatstep.errors import ConfigError
 from chatstep.storage.paths import user_dir
 
 __all__ = [
-    "BUILTIN_PRICES",
+    "BATCH_DISCOUNT",
     "PRICES_CHECKED",
     "Cost",
     "ModelPrice",
@@ -39,61 +49,48 @@ __all__ = [
     "estimate_cost",
 ]
 
-#: The day the built-in prices were checked against OpenAI's published prices.
-PRICES_CHECKED = "2026-11-22"
+
+def _source() -> str:
+    from chatstep.accounting.price_data import SOURCE
+
+    return SOURCE
+
+
+#: Where the default prices come from: the ``genai-prices`` version whose snapshot is used.
+PRICES_CHECKED = _source()
 
 
 @dataclass(frozen=True)
 class ModelPrice:
-    """USD per 1M tokens; ``cached_input`` None means cached tokens cost the ``input`` price."""
+    """USD per 1M tokens. An optional rate left None costs what its text counterpart costs."""
 
     input: float
     output: float
     cached_input: float | None = None
+    input_audio: float | None = None
+    output_audio: float | None = None
 
     @property
     def cached_rate(self) -> float:
         """The price of a cached input token (per 1M)."""
         return self.input if self.cached_input is None else self.cached_input
 
+    def scaled(self, factor: float) -> ModelPrice:
+        """Every rate times ``factor`` (the Batch API's flat discount)."""
 
-def _p(input: float, cached_input: float | None, output: float) -> ModelPrice:
-    return ModelPrice(input=input, cached_input=cached_input, output=output)
+        def times(value: float | None) -> float | None:
+            return None if value is None else value * factor
+
+        return ModelPrice(
+            self.input * factor,
+            self.output * factor,
+            times(self.cached_input),
+            times(self.input_audio),
+            times(self.output_audio),
+        )
 
 
-_FREE = _p(0.0, 0.0, 0.0)
-
-# Standard tier, USD per 1M tokens: (input, cached input, output).
-# [page] = the model's page on OpenAI's developer docs; [list] = OpenAI's pricing page as quoted
-# by several independent price trackers (the page itself was not in our reference corpus).
-BUILTIN_PRICES: dict[str, ModelPrice] = {
-    "gpt-5": _p(1.25, 0.125, 10.00),  # [page]
-    "gpt-5-mini": _p(0.25, 0.025, 2.00),  # [page]
-    "gpt-5-nano": _p(0.05, 0.005, 0.40),  # [page]
-    "gpt-4.1": _p(2.00, 0.50, 8.00),  # [list]
-    "gpt-4.1-mini": _p(0.40, 0.10, 1.60),  # [list]
-    "gpt-4.1-nano": _p(0.10, 0.025, 0.40),  # [list]
-    "gpt-4o": _p(2.50, 1.25, 10.00),  # [list]
-    "gpt-4o-mini": _p(0.15, 0.075, 0.60),  # [list]
-    "o1": _p(15.00, 7.50, 60.00),  # [list]
-    "o3": _p(2.00, 0.50, 8.00),  # [list]
-    "o3-mini": _p(1.10, 0.55, 4.40),  # [list]
-    "o4-mini": _p(1.10, 0.275, 4.40),  # [list]
-    "gpt-4-turbo": _p(10.00, None, 30.00),  # [list]
-    "gpt-4": _p(30.00, None, 60.00),  # [page]
-    "gpt-3.5-turbo": _p(0.50, None, 1.50),  # [list]
-    "text-embedding-3-small": _p(0.02, None, 0.0),  # [list]
-    "text-embedding-3-large": _p(0.13, None, 0.0),  # [list]
-    "text-embedding-ada-002": _p(0.10, None, 0.0),  # [list]
-    # The moderation endpoint is free.
-    "omni-moderation": _FREE,
-    "omni-moderation-latest": _FREE,
-    "text-moderation": _FREE,
-    "text-moderation-latest": _FREE,
-    "text-moderation-stable": _FREE,
-}
-
-#: The Batch API bills every token class at half price.
+#: The Batch API's discount where the price data has no batch price: every rate halved.
 BATCH_DISCOUNT = 0.5
 
 # What may follow a table entry in a model id: a snapshot date (2024-08-06) or the older MMDD.
@@ -102,18 +99,46 @@ _SNAPSHOT_SUFFIX = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{4})")
 
 @dataclass(frozen=True)
 class Cost:
-    """The cost of one call (or a sum of calls), in USD."""
+    """What a call (or a sum of calls) cost, in USD, by token class.
+
+    ``input_usd`` is uncached text input, ``cached_input_usd`` cached input, ``output_usd`` text
+    output (reasoning included), ``input_audio_usd`` / ``output_audio_usd`` audio tokens;
+    ``total_usd`` is their sum. ``batch`` says Batch API prices were used; ``estimated`` that
+    the token counts were counted locally (a stream cut before the server's usage arrived).
+    """
 
     input_usd: float = 0.0
     cached_input_usd: float = 0.0
     output_usd: float = 0.0
     total_usd: float = 0.0
+    input_audio_usd: float = 0.0
+    output_audio_usd: float = 0.0
+    batch: bool = False
+    estimated: bool = False
 
     @classmethod
-    def of(cls, input_usd: float, cached_input_usd: float, output_usd: float) -> Cost:
+    def of(
+        cls,
+        input_usd: float,
+        cached_input_usd: float,
+        output_usd: float,
+        input_audio_usd: float = 0.0,
+        output_audio_usd: float = 0.0,
+        *,
+        batch: bool = False,
+        estimated: bool = False,
+    ) -> Cost:
         """A cost whose total is the sum of its parts."""
+        total = input_usd + cached_input_usd + output_usd + input_audio_usd + output_audio_usd
         return cls(
-            input_usd, cached_input_usd, output_usd, input_usd + cached_input_usd + output_usd
+            input_usd,
+            cached_input_usd,
+            output_usd,
+            total,
+            input_audio_usd,
+            output_audio_usd,
+            batch=batch,
+            estimated=estimated,
         )
 
     def __add__(self, other: Cost) -> Cost:
@@ -121,41 +146,79 @@ class Cost:
             self.input_usd + other.input_usd,
             self.cached_input_usd + other.cached_input_usd,
             self.output_usd + other.output_usd,
+            self.input_audio_usd + other.input_audio_usd,
+            self.output_audio_usd + other.output_audio_usd,
+            batch=self.batch and other.batch,
+            estimated=self.estimated or other.estimated,
         )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON-able breakdown (the keys of this class)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Cost:
+        """The inverse of :meth:`to_dict` (unknown keys are ignored)."""
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        return cls(**known)
 
 
 def _int(value: Any) -> int:
     return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
 
 
-def _usage_counts(usage: Mapping[str, Any]) -> tuple[int, int, int]:
-    """(prompt, cached, completion) from a Chat Completions, Embeddings or Responses usage."""
+@dataclass(frozen=True)
+class TokenCounts:
+    """A usage split into billed classes (each token in exactly one)."""
+
+    text_input: int
+    cached_input: int
+    audio_input: int
+    text_output: int
+    audio_output: int
+
+
+def usage_counts(usage: Mapping[str, Any]) -> TokenCounts:
+    """The billed classes of a Chat Completions, Embeddings or Responses ``usage``."""
     prompt = _int(usage.get("prompt_tokens", usage.get("input_tokens")))
     completion = _int(usage.get("completion_tokens", usage.get("output_tokens")))
     details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details") or {}
-    cached = _int(details.get("cached_tokens")) if isinstance(details, Mapping) else 0
-    return prompt, min(cached, prompt), completion
+    out_details = usage.get("completion_tokens_details") or usage.get("output_tokens_details") or {}
+    details = details if isinstance(details, Mapping) else {}
+    out_details = out_details if isinstance(out_details, Mapping) else {}
+    cached = min(_int(details.get("cached_tokens")), prompt)
+    audio_in = min(_int(details.get("audio_tokens")), prompt - cached)
+    audio_out = min(_int(out_details.get("audio_tokens")), completion)
+    return TokenCounts(
+        prompt - cached - audio_in, cached, audio_in, completion - audio_out, audio_out
+    )
 
 
 class PriceTable:
-    """Prices by model id, with longest-prefix matching of dated snapshots."""
+    """Prices by model id: user entries first (longest-prefix matching of dated snapshots),
+    then the ``genai-prices`` snapshot (unless ``defaults=False``)."""
 
     def __init__(
-        self, prices: Mapping[str, ModelPrice] | None = None, *, checked: str = PRICES_CHECKED
+        self,
+        prices: Mapping[str, ModelPrice] | None = None,
+        *,
+        checked: str | None = None,
+        defaults: bool = True,
     ) -> None:
-        self._prices: dict[str, ModelPrice] = dict(BUILTIN_PRICES if prices is None else prices)
-        self.checked = checked
+        self._prices: dict[str, ModelPrice] = dict(prices or {})
+        self.checked = checked if checked is not None else PRICES_CHECKED
+        self.defaults = defaults
         # Longest first, so gpt-4o-mini-2024-07-18 meets gpt-4o-mini before gpt-4o.
         self._keys = sorted(self._prices, key=len, reverse=True)
 
     @classmethod
     def builtin(cls) -> PriceTable:
-        """The built-in table alone."""
+        """The default prices alone (the ``genai-prices`` snapshot, no user file)."""
         return cls()
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> PriceTable:
-        """The built-in table with a user price file merged over it.
+        """The default prices with a user price file merged over them.
 
         ``path`` None looks for ``prices.toml`` then ``prices.json`` in :func:`user_dir`; a
         missing default file is fine, a missing explicit one is a :class:`ConfigError`.
@@ -177,21 +240,17 @@ class PriceTable:
             raise ConfigError(f"{path}: {err.field}", err.problem, err.fix) from err
 
     def merged(self, overrides: Mapping[str, Mapping[str, Any] | ModelPrice]) -> PriceTable:
-        """A new table with ``overrides`` merged over this one, field by field."""
+        """A new table with ``overrides`` merged over this one's prices, field by field."""
         prices = dict(self._prices)
         for model, entry in overrides.items():
-            prices[model] = _merge_entry(model, prices.get(model), entry)
-        return PriceTable(prices, checked=self.checked)
+            prices[model] = _merge_entry(model, self.price(model), entry)
+        return PriceTable(prices, checked=self.checked, defaults=self.defaults)
 
     def models(self) -> list[str]:
-        """The model ids (families) the table prices, sorted."""
+        """The model ids this table's own entries (the user's overrides) price, sorted."""
         return sorted(self._prices)
 
-    def price(self, model: str) -> ModelPrice | None:
-        """The price entry for ``model``, or None when it is not in the table."""
-        name = model.strip()
-        if name.lower().startswith("openai/"):
-            name = name[len("openai/") :]
+    def _own(self, name: str) -> ModelPrice | None:
         exact = self._prices.get(name)
         if exact is not None:
             return exact
@@ -200,6 +259,28 @@ class PriceTable:
                 return self._prices[key]
         return None
 
+    def price(self, model: str, *, batch: bool = False) -> ModelPrice | None:
+        """The price entry for ``model`` (``batch``: Batch API rates), or None when unknown."""
+        name = model.strip()
+        if name.lower().startswith("openai/"):
+            name = name[len("openai/") :]
+        if not name:
+            return None
+        own = self._own(name)
+        if own is not None:
+            return own.scaled(BATCH_DISCOUNT) if batch else own
+        if not self.defaults:
+            return None
+        from chatstep.accounting.price_data import lookup
+
+        if batch:
+            priced = lookup(name, True)
+            if priced is not None:
+                return priced
+            standard = lookup(name, False)
+            return None if standard is None else standard.scaled(BATCH_DISCOUNT)
+        return lookup(name, False)
+
     def cost(
         self,
         model: str,
@@ -207,24 +288,31 @@ class PriceTable:
         *,
         batch: bool = False,
         local: bool = False,
+        estimated: bool = False,
     ) -> Cost | None:
-        """The cost of a call from its response ``usage``; None for a model not in the table.
+        """The cost of a call from its response ``usage``; None for a model with no price.
 
-        ``prompt_tokens`` includes ``prompt_tokens_details.cached_tokens``, which are billed at
-        the cached rate; ``completion_tokens`` includes reasoning tokens. ``batch`` halves every
-        rate (Batch API). ``local`` (the embedded model) is free whatever its name.
+        See the module docstring for which tokens are billed at which rate. ``batch`` prices
+        at Batch API rates. ``local`` (the embedded model) is free whatever its name.
+        ``estimated`` marks the cost as counted locally, not reported by the server.
         """
         if local:
-            return Cost()
-        price = self.price(model)
+            return Cost(batch=batch, estimated=estimated)
+        price = self.price(model, batch=batch)
         if price is None:
             return None
-        prompt, cached, completion = _usage_counts(usage or {})
-        factor = (BATCH_DISCOUNT if batch else 1.0) / 1_000_000
+        n = usage_counts(usage or {})
+        per = 1 / 1_000_000
+        audio_in = price.input if price.input_audio is None else price.input_audio
+        audio_out = price.output if price.output_audio is None else price.output_audio
         return Cost.of(
-            (prompt - cached) * price.input * factor,
-            cached * price.cached_rate * factor,
-            completion * price.output * factor,
+            n.text_input * price.input * per,
+            n.cached_input * price.cached_rate * per,
+            n.text_output * price.output * per,
+            n.audio_input * audio_in * per,
+            n.audio_output * audio_out * per,
+            batch=batch,
+            estimated=estimated,
         )
 
     def estimate_cost(
@@ -238,7 +326,7 @@ class PriceTable:
     ) -> Cost | None:
         """The most a call can cost before it is sent: no cache hits, every output token used."""
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": max_completion_tokens}
-        return self.cost(model, usage, batch=batch, local=local)
+        return self.cost(model, usage, batch=batch, local=local, estimated=True)
 
 
 _default_table: list[PriceTable] = []
@@ -315,7 +403,8 @@ def _parse_toml(path: Path, text: str) -> Any:
         raise ConfigError(str(path), f"is not valid TOML ({exc})", "fix the syntax") from exc
 
 
-_FIELDS = ("input", "cached_input", "output")
+_FIELDS = ("input", "cached_input", "output", "input_audio", "output_audio")
+_OPTIONAL = ("cached_input", "input_audio", "output_audio")
 
 
 def _merge_entry(
@@ -328,16 +417,15 @@ def _merge_entry(
         raise ConfigError(
             f"models.{model}.{unknown[0]}",
             "is not a price field",
-            "use input, cached_input and output (USD per 1M tokens)",
+            "use input, cached_input, output, input_audio and output_audio (USD per 1M tokens)",
         )
-    numbers: dict[str, float] = {}
-    cached_input: float | None = base.cached_input if base is not None else None
+    numbers: dict[str, float | None] = {}
     for name in _FIELDS:
         if name not in entry:
             continue
         raw = entry[name]
-        if name == "cached_input" and raw is None:
-            cached_input = None
+        if name in _OPTIONAL and raw is None:
+            numbers[name] = None  # explicitly "same as the text price"
             continue
         ok = isinstance(raw, (int, float)) and not isinstance(raw, bool)
         if not ok or not math.isfinite(raw) or raw < 0:
@@ -347,19 +435,14 @@ def _merge_entry(
                 "write it as a plain number, e.g. 2.5",
             )
         numbers[name] = float(raw)
-    if "cached_input" in numbers:
-        cached_input = numbers["cached_input"]
     if base is None:
         missing = [n for n in ("input", "output") if n not in numbers]
         if missing:
             raise ConfigError(
                 f"models.{model}.{missing[0]}",
-                "is required for a model that is not in the built-in table",
+                "is required for a model that has no default price",
                 "give both input and output prices",
             )
-        return ModelPrice(numbers["input"], numbers["output"], cached_input)
-    return ModelPrice(
-        input=numbers.get("input", base.input),
-        output=numbers.get("output", base.output),
-        cached_input=cached_input,
-    )
+        base = ModelPrice(0.0, 0.0)
+    merged = {**base.__dict__, **numbers}
+    return ModelPrice(**merged)

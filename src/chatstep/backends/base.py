@@ -23,6 +23,8 @@ class Reply:
 
     body: JSON
     headers: Mapping[str, str] = field(default_factory=dict)
+    usage_estimated: bool = False
+    """``body["usage"]`` was counted locally (a stream that sent none, or was cut midway)."""
 
 
 @dataclass

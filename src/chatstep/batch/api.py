@@ -95,6 +95,7 @@ def submit_batch(
     metadata: Mapping[str, str] | None = None,
     retry: RetryPolicy | None = None,
     source: str | None = None,
+    max_cost: float | None = None,
 ) -> BatchJob:
     """Synchronous :func:`asubmit_batch`."""
     from chatstep.core.calls import run_sync
@@ -109,6 +110,7 @@ def submit_batch(
             metadata=metadata,
             retry=retry,
             source=source,
+            max_cost=max_cost,
         )
     )
 

@@ -59,6 +59,25 @@ class _Rendered:
     step_id: str | None = None
     rows: int = 0
     response_format: dict[str, Any] | None = None
+    worst_case: float = 0.0
+    """USD: every row's worst case at Batch API prices (summed only under a ``max_cost``)."""
+
+    def add_worst_case(
+        self, prices: Any, endpoint: str, body: Mapping[str, Any], index: int, max_cost: float
+    ) -> None:
+        """Add row ``index``'s worst case at batch prices; refuse once the sum passes the cap."""
+        from chatstep.accounting.budget import CostBudget, worst_case_cost
+        from chatstep.core.request import Request
+
+        kind = endpoint.removeprefix("/v1/").replace("/", ".")
+        request = Request(kind, dict(body))  # type: ignore[arg-type]
+        estimate = worst_case_cost(prices, request, None, field="max_cost", batch=True)
+        if self.worst_case + estimate > max_cost:
+            budget = CostBudget(max_cost, reserved=self.worst_case)
+            raise budget.exceeded(
+                estimate, f"row {index}", held_by=f"the worst case of rows 0-{index - 1}"
+            )
+        self.worst_case += estimate
 
     def saw_format(self, body: Mapping[str, Any]) -> None:
         """Keep the rows' JSON output format; rows that differ leave results unparsed."""
@@ -76,8 +95,13 @@ def _render_rows(
     secrets: SecretStore,
     writer: PartWriter,
     rows_copy: Path,
+    max_cost: float | None = None,
 ) -> _Rendered:
-    """Render every row into the writer's part files and copy the rows; returns what they share."""
+    """Render every row into the writer's part files and copy the rows; returns what they share.
+
+    Under ``max_cost`` each row's worst case is added up, and the submission is refused (before
+    anything is uploaded) as soon as the sum passes it.
+    """
     from chatstep.core.runner import AsyncRunner, as_step
 
     out = _Rendered()
@@ -127,6 +151,8 @@ def _render_rows(
             inputs = embedding_inputs(body) if endpoint == "/v1/embeddings" else 0
             if endpoint == "/v1/chat/completions":
                 out.saw_format(body)
+            if max_cost is not None:
+                out.add_worst_case(runner.price_table, endpoint, body, index, max_cost)
             writer.add(line, inputs)
             copy.write(finite_json(row) + "\n")  # the rows as map would write them
             out.rows += 1
@@ -162,12 +188,18 @@ async def asubmit_batch(
     metadata: Mapping[str, str] | None = None,
     retry: RetryPolicy | None = None,
     source: str | None = None,
+    max_cost: float | None = None,
 ) -> BatchJob:
     """Render one request per row, upload, create the batch (or batches), journal the job.
 
     ``step`` None means the rows already are Batch request lines (``custom_id``, ``method``,
-    ``url``, ``body``) and are sent as they are, on the default connection.
+    ``url``, ``body``) and are sent as they are, on the default connection. ``max_cost`` (USD)
+    refuses the whole submission up front (BudgetExceededError, nothing uploaded) when the
+    rows' summed worst case at Batch API prices is more.
     """
+    from chatstep.accounting.budget import check_max_cost
+
+    max_cost = check_max_cost(max_cost)
     if metadata is not None and len(metadata) > _MAX_USER_METADATA:
         raise ConfigError(
             "metadata",
@@ -186,7 +218,7 @@ async def asubmit_batch(
         with tempfile.TemporaryDirectory(prefix="chatstep-batch-") as tmp:
             writer = PartWriter(Path(tmp), limits or BatchLimits(), prefix=job_id)
             try:
-                shared = _render_rows(step, rows, store, writer, job_dir / "rows.jsonl")
+                shared = _render_rows(step, rows, store, writer, job_dir / "rows.jsonl", max_cost)
             finally:
                 part_files = writer.close()
             conn = shared.conn or _default_connection(store, shared.model)

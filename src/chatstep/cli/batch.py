@@ -217,6 +217,15 @@ def submit(
         int, typer.Option("--max-bytes", help="Bytes per batch file before splitting.")
     ] = 200 * 1024 * 1024,
     poll: Annotated[float, typer.Option("--poll", help="With --wait: first poll delay.")] = 5.0,
+    max_cost: Annotated[
+        float | None,
+        typer.Option(
+            "--max-cost",
+            help="USD cap: refuse (exit 8, nothing uploaded) if the rows' worst case at batch "
+            "prices is more.",
+            min=0,
+        ),
+    ] = None,
     as_json: AsJSON = False,
 ) -> None:
     """Render one request per row of ROWS, upload them and create the batch; print the job id."""
@@ -242,6 +251,7 @@ def submit(
             source=str(rows),
             limits=BatchLimits(max_requests=max_requests, max_bytes=max_bytes),
             metadata=_parse_metadata(metadata),
+            max_cost=max_cost,
         )
     if as_json:
         print_json(job.to_dict())

@@ -60,6 +60,7 @@ __all__ = [
     "InputOption",
     "SetOption",
     "apply_overrides",
+    "echo_spend",
     "exit_code_for",
     "forget_stdin",
     "handles_sigterm",
@@ -71,6 +72,7 @@ __all__ = [
     "read_value",
     "reports_errors",
     "require_rows",
+    "spend_line",
 ]
 
 EXIT_CODES = {
@@ -92,8 +94,29 @@ EXIT_CODES = {
 }
 
 
+def spend_line(tokens: Any, cost: float | None) -> str | None:
+    """The end-of-run total printed on stderr: ``spent: 1,234 tokens, $0.000123``.
+
+    None when nothing was billed (no tokens, or a free run: embedded model, cache hits).
+    """
+    if cost == 0.0 or (cost is None and not tokens):
+        return None
+    count = f"{int(tokens):,} tokens" if isinstance(tokens, int | float) else "? tokens"
+    money = f"${cost:.6f}" if cost is not None else "cost unknown (the model has no price)"
+    return f"spent: {count}, {money}"
+
+
+def echo_spend(tokens: Any, cost: float | None) -> None:
+    """Print :func:`spend_line` on stderr, if there is one."""
+    line = spend_line(tokens, cost)
+    if line is not None:
+        typer.echo(line, err=True)
+
+
 def exit_code_for(exc: BaseException) -> int:
     """The documented exit code for an error."""
+    if isinstance(exc, BudgetExceededError):
+        return EXIT_CODES["budget"]
     if isinstance(exc, ConfigError):
         return EXIT_CODES["config"]
     # APITimeoutError is an APIConnectionError, as in the openai SDK.

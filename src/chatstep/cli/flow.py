@@ -11,6 +11,7 @@ import typer
 
 from chatstep.cli.common import (
     InputOption,
+    echo_spend,
     exit_code_for,
     parse_inputs,
     parse_overrides,
@@ -113,18 +114,28 @@ def run(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the whole run (every task) as JSON.")
     ] = False,
+    max_cost: Annotated[
+        float | None,
+        typer.Option(
+            "--max-cost",
+            help="USD cap on the whole run: stop (exit 8) before a request that could pass it.",
+            min=0,
+        ),
+    ] = None,
 ) -> None:
-    """Run a flow's tasks in order and print each task's outputs."""
+    """Run a flow's tasks in order and print each task's outputs, then the run's total
+    tokens and cost (on stderr; in --json: usage and cost)."""
     from chatstep.flows.api import load_flow, run_flow
 
     with reports_errors():
         flow = _with_overrides(load_flow(flow_file), overrides)
-        flow_run = run_flow(flow, parse_inputs(inputs), raise_on_failure=False)
+        flow_run = run_flow(flow, parse_inputs(inputs), raise_on_failure=False, max_cost=max_cost)
         if as_json:
             print_json(flow_run.to_dict())
         else:
             for task in flow_run.tasks:
                 _print_task(task, show_error=task is not flow_run.failed_task)
+            echo_spend(flow_run.usage.get("total_tokens"), flow_run.cost)
         _report_failure(flow_run)
 
 

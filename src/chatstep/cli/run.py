@@ -12,6 +12,7 @@ from chatstep.cli.common import (
     InputOption,
     SetOption,
     apply_overrides,
+    echo_spend,
     parse_inputs,
     print_json,
     reports_errors,
@@ -51,8 +52,16 @@ def print_result(result: AnyResult, *, as_json: bool, streamed: bool) -> None:
         print_json(result.vectors)
 
 
-def run_and_print(step: Step, inputs: dict[str, Any], *, as_json: bool, stream: bool) -> None:
-    """Run ``step`` once and print its result as ``run`` does (text streamed with ``stream``)."""
+def run_and_print(
+    step: Step,
+    inputs: dict[str, Any],
+    *,
+    as_json: bool,
+    stream: bool,
+    max_cost: float | None = None,
+) -> None:
+    """Run ``step`` once and print its result as ``run`` does (text streamed with ``stream``);
+    a billed call's tokens and cost go to stderr at the end."""
     from chatstep.core.calls import run_step
     from chatstep.core.streaming import Delta
 
@@ -67,8 +76,11 @@ def run_and_print(step: Step, inputs: dict[str, Any], *, as_json: bool, stream: 
         inputs,
         stream=True if stream else None,
         on_delta=on_delta if printing_deltas else None,
+        max_cost=max_cost,
     )
     print_result(result, as_json=as_json, streamed=printing_deltas)
+    if not as_json:
+        echo_spend(result.usage.get("total_tokens"), result.cost)
 
 
 def run(
@@ -82,14 +94,26 @@ def run(
         bool, typer.Option("--stream", help="Print text as it is generated.")
     ] = False,
     local: Annotated[bool, typer.Option("--local", help="Use the embedded local model.")] = False,
+    max_cost: Annotated[
+        float | None,
+        typer.Option(
+            "--max-cost",
+            help="USD cap: refuse the call (exit 8) if its worst case could pass it.",
+            min=0,
+        ),
+    ] = None,
 ) -> None:
     """Run a step and print its content, parsed JSON or tool calls (or, with --json, the
-    whole result)."""
+    whole result).
+
+    A billed call's tokens and cost are printed on stderr at the end (in --json: usage, cost,
+    cost_breakdown); a free one (embedded model, cache hit) prints nothing more.
+    """
     with reports_errors():
         step = apply_overrides(step_file, overrides)
         if local:
             step = step.model_copy(update={"backend": "local"})
-        run_and_print(step, parse_inputs(inputs), as_json=as_json, stream=stream)
+        run_and_print(step, parse_inputs(inputs), as_json=as_json, stream=stream, max_cost=max_cost)
 
 
 def register(app: typer.Typer) -> None:

@@ -55,11 +55,16 @@ async def arun_step(
     stream: bool | None = None,
     on_delta: DeltaCallback | None = None,
     runner: AsyncRunner | None = None,
+    max_cost: float | None = None,
 ) -> AnyResult:
-    """Run one step (a step object, a YAML/JSON path, or a dict) and return its result."""
+    """Run one step (a step object, a YAML/JSON path, or a dict) and return its result.
+
+    ``max_cost`` (USD) refuses the call with BudgetExceededError when its worst case is more
+    (see :class:`Runner`); with a ``runner``, the runner's own ``max_cost`` applies instead.
+    """
     if runner is not None:
         return await runner.run(step, inputs, outputs, stream=stream, on_delta=on_delta)
-    async with AsyncRunner() as own:
+    async with AsyncRunner(max_cost=max_cost) as own:
         return await own.run(step, inputs, outputs, stream=stream, on_delta=on_delta)
 
 
@@ -71,11 +76,15 @@ def run_step(
     stream: bool | None = None,
     on_delta: DeltaCallback | None = None,
     runner: Runner | None = None,
+    max_cost: float | None = None,
 ) -> AnyResult:
-    """Synchronous :func:`arun_step`; pass a :class:`~chatstep.Runner` to reuse its connections."""
+    """Synchronous :func:`arun_step`; pass a :class:`~chatstep.Runner` to reuse its connections
+    (its own ``max_cost`` then applies)."""
     if runner is not None:
         return runner.run(step, inputs, outputs, stream=stream, on_delta=on_delta)
-    return run_sync(arun_step(step, inputs, outputs, stream=stream, on_delta=on_delta))
+    return run_sync(
+        arun_step(step, inputs, outputs, stream=stream, on_delta=on_delta, max_cost=max_cost)
+    )
 
 
 class StepStream:

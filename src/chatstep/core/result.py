@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from chatstep.accounting.pricing import Cost
 from chatstep.core.request import Request
 from chatstep.errors import InvalidJSONError
 
@@ -198,7 +199,11 @@ class _ResultBase:
     request: Request
     step_id: str | None = None
     cost: float | None = None
-    """Dollars, from the price table; None for unknown models."""
+    """Dollars, from the price table (``cost_breakdown.total_usd``); None for unknown models."""
+    cost_breakdown: Cost | None = None
+    """What the call cost by token class (input, cached input, output, audio; batch)."""
+    usage_estimated: bool = False
+    """``usage`` was counted locally (a stream that sent none, or was cut midway)."""
     cached: bool = False
     latency_ms: float | None = None
     attempts: int = 1
@@ -216,6 +221,8 @@ class _ResultBase:
             "response": self.response,
             "usage": self.usage,
             "cost": self.cost,
+            "cost_breakdown": self.cost_breakdown.to_dict() if self.cost_breakdown else None,
+            "usage_estimated": self.usage_estimated,
             "cached": self.cached,
             "latency_ms": self.latency_ms,
             "attempts": self.attempts,

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from chatstep.accounting.pricing import Cost
 from chatstep.backends.base import Backend, Reply
 from chatstep.core.connection import BackendPool, Connection, for_local_model, resolve_connection
 from chatstep.core.render import make_context, render_step
@@ -122,6 +123,7 @@ class AsyncRunner:
         cache_ttl: float | None = None,
         history: History | bool | None = None,
         run_id: str | None = None,
+        max_cost: float | None = None,
     ) -> None:
         """Shared settings for many calls.
 
@@ -130,10 +132,18 @@ class AsyncRunner:
         ``cache: false``; None or False leaves it to each step's ``cache: true``.
         ``history``: None logs every call to the default history (unless ``CHATSTEP_HISTORY=off``),
         False logs nothing, or a :class:`History` to log to.
+        ``max_cost``: USD cap on what this runner's calls may spend. Before each request its
+        worst case (prompt tokens + ``max_tokens`` x ``n`` at current prices) must fit in what
+        is left, else :class:`~chatstep.errors.BudgetExceededError` (nothing is sent); after
+        it, its actual cost is spent (``budget.spent``). A model with no price cannot be
+        bounded: a ConfigError.
         """
+        from chatstep.accounting.budget import CostBudget, check_max_cost
         from chatstep.accounting.pricing import default_price_table
         from chatstep.secrets import default_secret_store
 
+        self.budget = CostBudget(check_max_cost(max_cost))
+        """What this runner's calls spent (``spent``, USD) against ``max_cost`` (``limit``)."""
         self.secrets = secrets if secrets is not None else default_secret_store()
         self.retry = retry or RetryPolicy()
         self.hooks = list(hooks or [])
@@ -222,14 +232,20 @@ class AsyncRunner:
         started = time.perf_counter()
         result: AnyResult | None = None
         error: Exception | None = None
+        held: list[float] = []
         try:
-            result = await self._execute(step, request, conn, on_delta, started)
+            result = await self._execute(step, request, conn, on_delta, started, held)
             return result
         except Exception as exc:
             error = exc
+            if isinstance(exc, APIError) and isinstance(exc.result, Reply):
+                # A stream cut midway: what arrived was billed; account for it.
+                latency_ms = (time.perf_counter() - started) * 1000
+                exc.result = self._priced(step, request, exc.result, 1, latency_ms, conn)
             raise
         finally:
             latency_ms = (time.perf_counter() - started) * 1000
+            self._settle(held, result, error)
             await self._record(step, request, conn, result, error, latency_ms)
             for hook in self.hooks:
                 await hook.after_result(step, request, result, error)
@@ -241,6 +257,7 @@ class AsyncRunner:
         conn: Connection,
         on_delta: DeltaCallback | None,
         started: float,
+        held: list[float],
     ) -> AnyResult:
         cache, key = self._cache_for(step, request, conn)
         if cache is not None and key is not None:
@@ -249,6 +266,7 @@ class AsyncRunner:
                 await _replay(hit, on_delta)
                 latency_ms = (time.perf_counter() - started) * 1000
                 return self._result(step, request, Reply(hit), 0, latency_ms, conn, cached=True)
+        held.append(self._reserve(step, request, conn))
         backend = self.backend_for(conn)
         policy = replace(self.retry, max_retries=conn.max_retries)
         reply, attempts = await self._send_with_retry(backend, request, conn, policy, on_delta)
@@ -258,6 +276,33 @@ class AsyncRunner:
             ttl = step.cache_ttl if isinstance(step.cache_ttl, float | int) else self.cache_ttl
             cache.set(key, reply.body, ttl)
         return result
+
+    def _reserve(self, step: Step, request: Request, conn: Connection) -> float:
+        """Hold the request's worst case in the budget, or refuse it (BudgetExceededError)."""
+        if self.budget.limit is None:
+            return 0.0
+        from chatstep.accounting.budget import worst_case_cost
+
+        estimate = worst_case_cost(self.price_table, request, conn, field="max_cost")
+        if not self.budget.try_reserve(estimate):
+            what = f"the next request (step {step.id!r})" if step.id else "the next request"
+            raise self.budget.exceeded(estimate, what)
+        return estimate
+
+    def _settle(self, held: list[float], result: AnyResult | None, error: Exception | None) -> None:
+        """Release a held worst case and spend the call's actual cost (paid answers included)."""
+        if result is None and error is not None:
+            result = getattr(error, "result", None)
+        cost = getattr(result, "cost", None) if result is not None else None
+        spent = (
+            float(cost)
+            if isinstance(cost, int | float) and not getattr(result, "cached", 0)
+            else 0.0
+        )
+        if held:
+            self.budget.settle(held[0], spent)
+        else:
+            self.budget.spent += spent
 
     def _cache_for(
         self, step: Step, request: Request, conn: Connection
@@ -281,6 +326,12 @@ class AsyncRunner:
     ) -> None:
         if not self.history.writes_enabled:
             return
+        if result is None and error is not None:
+            # An answer that failed chatstep's checks (or a cut stream) was still paid for.
+            received = getattr(error, "result", None)
+            if isinstance(received, StepResult | EmbeddingResult | ModerationResult):
+                result = received
+        breakdown = result.cost_breakdown if result is not None else None
         entry = HistoryEntry.from_exchange(
             request.endpoint,
             request.body,
@@ -292,6 +343,8 @@ class AsyncRunner:
             cached=bool(result is not None and result.cached),
             error=f"{type(error).__name__}: {error}" if error is not None else None,
             run_id=self.run_id,
+            cost_breakdown=breakdown.to_dict() if breakdown is not None else None,
+            usage_estimated=bool(result is not None and result.usage_estimated),
         )
         self._history_writer.submit(entry)
 
@@ -374,17 +427,53 @@ class AsyncRunner:
                 "POST /chat/completions: the stream ended without any choice "
                 f"({assembler.chunks} events); the server sent no answer, so it is retried"
             )
+        response = assembler.response()
+        estimated = "usage" not in response
+        if estimated:
+            # The server sent no usage (no include_usage, or the stream was cut): count it.
+            from chatstep.accounting.usage import local_usage
+
+            response["usage"] = local_usage(body, response)
+        reply = Reply(response, streamed.headers, usage_estimated=estimated)
         if not assembler.finished:
-            raise APIConnectionError(
+            error = APIConnectionError(
                 "POST /chat/completions: the stream ended before the answer finished"
             )
-        return Reply(assembler.response(), streamed.headers)
+            if assembler.chunks:
+                error.result = reply  # priced by execute(); it was billed
+            raise error
+        return reply
 
-    def _cost(self, model: str, usage: dict[str, Any], local: bool) -> float | None:
+    def _cost(self, model: str, usage: dict[str, Any], local: bool, estimated: bool) -> Cost | None:
         if self.price_table is None or not usage:
             return None
-        cost = self.price_table.cost(model, usage, local=local)
-        return None if cost is None else float(cost.total_usd)
+        cost = self.price_table.cost(model, usage, local=local, estimated=estimated)
+        return cost if isinstance(cost, Cost) else None
+
+    def _priced(
+        self,
+        step: Step,
+        request: Request,
+        reply: Reply,
+        attempts: int,
+        latency_ms: float,
+        conn: Connection,
+    ) -> AnyResult:
+        """A result for an answer that is not checked (a cut stream): response, usage, cost."""
+        usage = reply.body.get("usage") if isinstance(reply.body.get("usage"), dict) else {}
+        model = str(reply.body.get("model") or request.model)
+        cost = self._cost(model, usage or {}, conn.backend == "local", reply.usage_estimated)
+        return StepResult(
+            response=reply.body,
+            request=request,
+            step_id=step.id,
+            latency_ms=latency_ms,
+            attempts=attempts,
+            headers=dict(reply.headers),
+            cost=None if cost is None else cost.total_usd,
+            cost_breakdown=cost,
+            usage_estimated=reply.usage_estimated,
+        )
 
     def _result(
         self,
@@ -410,8 +499,11 @@ class AsyncRunner:
         usage = response.get("usage") if isinstance(response.get("usage"), dict) else {}
         model = str(response.get("model") or request.model)
         # A cache hit was paid for once already: it costs nothing now.
-        cost = 0.0 if cached else self._cost(model, usage or {}, conn.backend == "local")
-        common["cost"] = cost
+        local = conn.backend == "local"
+        cost = Cost() if cached else self._cost(model, usage or {}, local, reply.usage_estimated)
+        common["cost"] = None if cost is None else cost.total_usd
+        common["cost_breakdown"] = cost
+        common["usage_estimated"] = reply.usage_estimated
         if request.endpoint == "embeddings":
             return EmbeddingResult(**common)
         if request.endpoint == "moderations":

@@ -51,9 +51,9 @@ class Runner:
 
     Takes the same settings as :class:`~chatstep.core.runner.AsyncRunner` (``secrets``,
     ``retry``, ``backend``, ``hooks``, ``price_table``, ``cache``, ``cache_ttl``, ``history``,
-    ``run_id``). Thread-safe: calls from several threads run concurrently on the runner's loop.
-    Close it (or use it as a context manager) to close its connections and flush the history.
-    Callbacks (``on_delta``, hooks) run on the runner's loop thread.
+    ``run_id``, ``max_cost``). Thread-safe: calls from several threads run concurrently on the
+    runner's loop. Close it (or use it as a context manager) to close its connections and flush
+    the history. Callbacks (``on_delta``, hooks) run on the runner's loop thread.
     """
 
     def __init__(
@@ -68,6 +68,7 @@ class Runner:
         cache_ttl: float | None = None,
         history: History | bool | None = None,
         run_id: str | None = None,
+        max_cost: float | None = None,
     ) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
@@ -89,6 +90,7 @@ class Runner:
                 cache_ttl=cache_ttl,
                 history=history,
                 run_id=run_id,
+                max_cost=max_cost,
             )
 
         try:

@@ -159,6 +159,13 @@ class FlowRun:
             _add_usage(total, task.usage)
         return total
 
+    @property
+    def cost(self) -> float | None:
+        """USD summed over every task (paid answers that failed included); None when no task
+        was priced."""
+        costs = [t.cost for t in self.tasks if t.cost is not None]
+        return sum(costs) if costs else None
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-able: the whole run."""
         return {
@@ -171,6 +178,7 @@ class FlowRun:
             "tasks": [t.to_dict() for t in self.tasks],
             "outputs": self.outputs,
             "usage": self.usage,
+            "cost": self.cost,
         }
 
 
@@ -272,6 +280,10 @@ class _Execution:
             run.state = "FAILED"
             run.exception = exc
             run.error = f"{type(exc).__name__}: {exc}"
+            received = getattr(exc, "result", None)  # a paid answer that failed its checks
+            if run.cost is None and isinstance(getattr(received, "cost", None), int | float):
+                run.cost = float(received.cost)  # type: ignore[union-attr]
+                _add_usage(run.usage, received.usage)  # type: ignore[union-attr]
         finally:
             run.duration_ms = (time.perf_counter() - started) * 1000
         if run.state == "SUCCESS":
@@ -443,9 +455,13 @@ async def arun_flow(
     *,
     runner: AsyncRunner | None = None,
     raise_on_failure: bool = True,
+    max_cost: float | None = None,
 ) -> FlowRun:
     """Run a flow's tasks in order and return the run.
 
+    ``max_cost`` (USD) caps the whole run: a request whose worst case does not fit in what is
+    left fails its task with BudgetExceededError, which stops the run (see :class:`Runner`).
+    With a ``runner``, the runner's own ``max_cost`` applies instead.
     A failing task stops the run unless it has ``allow_failure``. With ``raise_on_failure``
     (the default) the failing task's own error is raised (``except RateLimitError`` works);
     otherwise the run is returned with state ``FAILED`` and the error on its task. Calls are
@@ -463,7 +479,7 @@ async def arun_flow(
         inputs=values,
         started=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
     )
-    active = AsyncRunner() if runner is None else runner
+    active = AsyncRunner(max_cost=max_cost) if runner is None else runner
     saved_run_id, active.run_id = active.run_id, run.id
     started = time.perf_counter()
     try:
@@ -498,8 +514,11 @@ def run_flow(
     *,
     runner: AsyncRunner | None = None,
     raise_on_failure: bool = True,
+    max_cost: float | None = None,
 ) -> FlowRun:
     """Synchronous :func:`arun_flow` (from inside an event loop, it runs in a thread)."""
     from chatstep.core.calls import run_sync
 
-    return run_sync(arun_flow(flow, inputs, runner=runner, raise_on_failure=raise_on_failure))
+    return run_sync(
+        arun_flow(flow, inputs, runner=runner, raise_on_failure=raise_on_failure, max_cost=max_cost)
+    )

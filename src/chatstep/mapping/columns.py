@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from chatstep.core.result import AnyResult, EmbeddingResult, ModerationResult, StepResult
-from chatstep.errors import APIError, ChatstepError, ConfigError, OutputError
+from chatstep.errors import APIError, ChatstepError, ConfigError
 from chatstep.steps.definitions import ChatCompletion, Embedding, Step
 
 __all__ = [
@@ -54,6 +54,8 @@ def _common(result: AnyResult) -> dict[str, Any]:
     return {
         "usage": result.usage or None,
         "cost": result.cost,
+        "cost_breakdown": result.cost_breakdown.to_dict() if result.cost_breakdown else None,
+        "usage_estimated": result.usage_estimated,
         "cached": result.cached,
         "latency_ms": result.latency_ms,
         "attempts": result.attempts,
@@ -96,7 +98,7 @@ def result_record(result: AnyResult) -> dict[str, Any]:
 def error_record(error: BaseException) -> dict[str, Any]:
     """The record of a row that failed for good (what was received is kept, if anything)."""
     record: dict[str, Any] = {}
-    partial = getattr(error, "result", None) if isinstance(error, OutputError) else None
+    partial = getattr(error, "result", None)  # an OutputError's answer, a cut stream's part
     if isinstance(partial, StepResult | EmbeddingResult | ModerationResult):
         record.update(result_record(partial))
     message = str(error) or type(error).__name__

@@ -29,6 +29,7 @@ from chatstep.core.runner import AsyncRunner
 from chatstep.errors import (
     APIError,
     AuthenticationError,
+    BudgetExceededError,
     ChatstepError,
     ConfigError,
     NotFoundError,
@@ -357,6 +358,10 @@ class MapRun:
                     ctx.abort = exc
                     if self._failure is None:
                         self._failure = exc
+            except BudgetExceededError as exc:
+                # A Runner given with its own max_cost refused the row: stop as --max-cost does.
+                error = ctx.abort = exc
+                self.stats.stop_reason = self.stats.stop_reason or str(exc)
             except ChatstepError as exc:
                 error = exc
             if ctx.abort is error and error is not None:
@@ -408,7 +413,7 @@ class _RunContext:
     journal: RunJournal | None
     budget: CostBudget
     finished: dict[int, tuple[RowStatus, str]]
-    abort: APIError | None = None
+    abort: APIError | BudgetExceededError | None = None
 
 
 def amap_step(

@@ -12,7 +12,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from chatstep.errors import register_secret
+from chatstep.errors import ConfigError, register_secret
 from chatstep.steps.fields import (
     NonNegativeInt,
     Penalty,
@@ -270,7 +270,35 @@ class ChatCompletion(StepBase):
             raise ValueError(f"tool/function names must be unique; repeated: {', '.join(dupes)}")
         if self.function_call is not None and self.tool_choice is not None:
             raise ValueError("set tool_choice or function_call, not both")
+        self._check_schemas(names)
         return self
+
+    def _check_schemas(self, names: list[str]) -> None:
+        # What the API would refuse after the request is made, refused now (a ConfigError,
+        # raised through pydantic with its own field path).
+        from chatstep.steps.schemas import check_schema, check_tool_choice
+
+        fmt = self.response_format.json_schema if self.response_format else None
+        if fmt is not None:
+            check_schema(fmt.schema_, "response_format.json_schema.schema", strict=bool(fmt.strict))
+        for i, tool in enumerate(self.tools or []):
+            fn = tool.function
+            if isinstance(fn.parameters, dict):
+                check_schema(
+                    fn.parameters, f"tools[{i}].function.parameters", strict=bool(fn.strict)
+                )
+        for i, function in enumerate(self.functions or []):
+            if isinstance(function.parameters, dict):
+                field = f"functions[{i}].parameters"
+                check_schema(function.parameters, field, strict=bool(function.strict))
+        if isinstance(self.tool_choice, NamedToolChoice):
+            check_tool_choice(self.tool_choice.model_dump(), names, "tool_choice")
+        elif self.tool_choice == "required" and not names:
+            raise ConfigError(
+                "tool_choice", "is 'required' but the step defines no tools", "add tools"
+            )
+        if self.function_call is not None:
+            check_tool_choice(self.function_call, names, "function_call")
 
 
 class Moderation(StepBase):

@@ -121,6 +121,11 @@ def validate_step(
         return cls.model_validate(dict(data), context={"rendered": rendered})
     except ValidationError as exc:
         raise config_error(exc, prefix, rendered) from None
+    except ConfigError as exc:
+        # Raised by a model check that knows the field path inside the step (schemas).
+        if not prefix:
+            raise
+        raise ConfigError(f"{prefix}.{exc.field}", exc.problem, exc.fix) from None
 
 
 def step_from_dict(data: Mapping[str, Any], *, prefix: str = "") -> Step:

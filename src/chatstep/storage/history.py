@@ -87,6 +87,10 @@ class HistoryEntry:
     error: str | None = None
     cached: bool = False
     run_id: str | None = None
+    cost_breakdown: dict[str, Any] | None = None
+    """USD by token class (:meth:`chatstep.Cost.to_dict`), None when the model has no price."""
+    usage_estimated: bool = False
+    """The token counts were counted locally (a stream without usage, or cut midway)."""
 
     @classmethod
     def from_exchange(
@@ -114,7 +118,7 @@ class HistoryEntry:
         return entry
 
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def _migration_1(conn: sqlite3.Connection) -> None:
@@ -149,8 +153,15 @@ def _migration_1(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE VIRTUAL TABLE calls_fts USING fts5(prompt, response)")
 
 
+def _migration_2(conn: sqlite3.Connection) -> None:
+    # What a call cost by token class (input, cached, output, audio; batch), as JSON, and
+    # whether its usage was counted locally rather than reported by the server.
+    conn.execute("ALTER TABLE calls ADD COLUMN cost_breakdown TEXT")
+    conn.execute("ALTER TABLE calls ADD COLUMN usage_estimated INTEGER NOT NULL DEFAULT 0")
+
+
 #: Migration n takes a file from user_version n-1 to n. Append, never edit.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migration_1]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migration_1, _migration_2]
 
 
 def migrate(conn: sqlite3.Connection) -> int:
@@ -227,14 +238,15 @@ def _fts_query(query: str) -> str:
 
 _COLUMNS = (
     "id, time, step, endpoint, model, base_url, request, response, prompt_tokens, "
-    "completion_tokens, total_tokens, latency_ms, cost_usd, error, cached, run_id"
+    "completion_tokens, total_tokens, latency_ms, cost_usd, error, cached, run_id, "
+    "cost_breakdown, usage_estimated"
 )
 
 
 def _entry_from_row(row: tuple[Any, ...]) -> HistoryEntry:
     (id_, time_, step, endpoint, model, base_url, request, response) = row[:8]
     (prompt_tokens, completion_tokens, total_tokens, latency_ms, cost_usd) = row[8:13]
-    (error, cached, run_id) = row[13:16]
+    (error, cached, run_id, breakdown, usage_estimated) = row[13:18]
     return HistoryEntry(
         id=id_,
         time=time_,
@@ -252,6 +264,8 @@ def _entry_from_row(row: tuple[Any, ...]) -> HistoryEntry:
         error=error,
         cached=bool(cached),
         run_id=run_id,
+        cost_breakdown=json.loads(breakdown) if breakdown is not None else None,
+        usage_estimated=bool(usage_estimated),
     )
 
 
@@ -281,6 +295,8 @@ def _stored_row(entry: HistoryEntry) -> tuple[tuple[Any, ...], str, str]:
         error,
         int(entry.cached),
         entry.run_id,
+        _dumps(entry.cost_breakdown) if entry.cost_breakdown is not None else None,
+        int(entry.usage_estimated),
     )
     return values, redact(prompt_text(entry.request)), redact(response_text(entry.response))
 
@@ -366,7 +382,7 @@ class History:
             for values, index_prompt, index_response in rows:
                 cursor = conn.execute(
                     f"INSERT INTO calls ({_COLUMNS}) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     values,
                 )
                 conn.execute(
