@@ -155,7 +155,7 @@ def test_batch_submit_refuses_up_front(
     step.write_text("model: gpt-4o-mini\nprompt: 'Item {{ inputs.n }}'\nmax_tokens: 10\n")
     rows = tmp_path / "rows.jsonl"
     rows.write_text("".join(f'{{"n": {n}}}\n' for n in range(100)))
-    out = cli.invoke(app, ["batch", "submit", str(step), "-i", str(rows), "--max-cost", "0.5"])
+    out = cli.invoke(app, ["batch", "submit", str(step), "--rows", str(rows), "--max-cost", "0.5"])
     assert out.exit_code == 8, out.output
     assert "may cost up to" in out.stderr
     assert openai_env.requests == []  # nothing uploaded, no batch created

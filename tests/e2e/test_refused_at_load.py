@@ -120,7 +120,7 @@ def test_refused_by_the_cli_with_exit_3(
     rows = tmp_path / "rows.jsonl"
     rows.write_text('{"n": 1}\n', encoding="utf-8")
     out_file = str(tmp_path / "out.jsonl")
-    for args in (["run", str(path)], ["map", str(path), "-i", str(rows), "-o", out_file]):
+    for args in (["run", str(path)], ["map", str(path), "--rows", str(rows), "-o", out_file]):
         out = runner.invoke(app, args)
         assert out.exit_code == 3, out.output
         assert field in out.output

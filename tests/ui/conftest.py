@@ -117,10 +117,10 @@ def filled(tmp_path_factory: pytest.TempPathFactory) -> Filled:
         )
         server.enqueue(Respond(content="a fine summary"), Fail(400, message=FAILED_MESSAGE))
         output = root / "summaries.jsonl"
-        args = ["map", str(step), "-i", str(rows), "-o", str(output), "--concurrency", "1"]
+        args = ["map", str(step), "--rows", str(rows), "-o", str(output), "--concurrency", "1"]
         mapped = _chatstep(args, env)
         assert mapped.returncode == 9, mapped.stderr  # finished, one row failed
-        args = ["batch", "submit", str(step), "-i", str(rows), "--wait", "--poll", "0.05"]
+        args = ["batch", "submit", str(step), "--rows", str(rows), "--wait", "--poll", "0.05"]
         submitted = _chatstep([*args, "-o", str(root / "batch.jsonl")], env)
         assert submitted.returncode == 0, submitted.stderr
     journal = root / "summaries.jsonl.journal.sqlite3"
