@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
 from chatstep.backends.base import JSON, Reply, StreamReply
+from chatstep.backends.log_redaction import install_log_redaction
 from chatstep.core.retry import parse_retry_after
 from chatstep.errors import (
     APIConnectionError,
@@ -20,6 +21,7 @@ from chatstep.errors import (
     APITimeoutError,
     error_for_status,
     redact,
+    redact_data,
 )
 
 __all__ = ["OpenAIHTTPBackend", "error_from_sdk"]
@@ -77,7 +79,10 @@ def _decode(raw: Any, method: str, path: str) -> JSON:
         ) from None
     if not isinstance(data, dict):
         raise APIConnectionError(f"{method} {path}: the response body is not a JSON object")
-    return data
+    # An endpoint may echo the key (or its masked ends) in an answer; nothing downstream (cache,
+    # journals, history, output files) may store it.
+    answer: JSON = redact_data(data, shapes=False)
+    return answer
 
 
 class OpenAIHTTPBackend:
@@ -96,6 +101,7 @@ class OpenAIHTTPBackend:
     ) -> None:
         from openai import AsyncOpenAI
 
+        install_log_redaction()
         self.base_url = base_url
         self._client = AsyncOpenAI(
             api_key=api_key,
@@ -155,7 +161,7 @@ class OpenAIHTTPBackend:
         try:
             async for chunk in sdk_stream:
                 if isinstance(chunk, dict):
-                    yield chunk
+                    yield redact_data(chunk, shapes=False)
         except openai.OpenAIError as exc:
             raise error_from_sdk(exc, "POST", path) from None
         except json.JSONDecodeError as exc:

@@ -57,6 +57,8 @@ class _Batch:
     abandoned: bool = False
     """Set by ``reset()``: the runner stops without recording anything more."""
     task: asyncio.Task[None] | None = None
+    authorization: str | None = None
+    """The creating request's ``Authorization`` header (lines run with it, as on OpenAI)."""
 
     @property
     def id(self) -> str:
@@ -142,7 +144,7 @@ class Resources:
         }
         if body.get("metadata") is not None:
             data["metadata"] = dict(body["metadata"])
-        batch = _Batch(data)
+        batch = _Batch(data, authorization=request.authorization)
         with self._lock:
             self._batches[batch.id] = batch
         if state.conditions.conditions.batch_progress == "time":
@@ -248,7 +250,15 @@ class Resources:
                 )
             else:
                 outcome = await run(
-                    state, Request("POST", line.url, line.url, line.body, batch=batch.id)
+                    state,
+                    Request(
+                        "POST",
+                        line.url,
+                        line.url,
+                        line.body,
+                        authorization=batch.authorization,
+                        batch=batch.id,
+                    ),
                 )
             if batch.abandoned:
                 return

@@ -12,7 +12,13 @@ Fault kinds:
 - ``"timeout"``: the answer comes after ``fault_timeout`` seconds (past the client's timeout);
 - ``"malformed"``: a 200 whose body is not valid JSON;
 - ``"truncated_stream"`` (streaming requests only): the SSE stream ends before its last chunk
-  and ``[DONE]``.
+  and ``[DONE]``;
+- ``"echo_key"``: a 200 whose answer quotes the request's API key (a careless proxy or
+  gateway), to test that no key is stored;
+- ``"masked_key_401"``: a 401 whose message quotes the key masked as OpenAI does
+  (``sk-abc1************6789``).
+
+The last two are never drawn by default; name them in ``faults``.
 """
 
 from __future__ import annotations
@@ -34,8 +40,10 @@ __all__ = [
     "FAULT_KINDS",
     "Conditions",
     "ConditionsState",
+    "EchoKey",
     "Latency",
     "MalformedBody",
+    "MaskedKey401",
     "TruncatedStream",
 ]
 
@@ -47,6 +55,8 @@ FAULT_KINDS: tuple[str, ...] = (
     "timeout",
     "malformed",
     "truncated_stream",
+    "echo_key",
+    "masked_key_401",
 )
 DEFAULT_FAULTS: tuple[str, ...] = ("429", "500", "503", "reset")
 """Kinds injected when ``faults`` is not given: quick, retryable failures."""
@@ -59,6 +69,16 @@ Latency = None | float | tuple[float, float] | Callable[[str, Any], float]
 @dataclass(frozen=True)
 class MalformedBody:
     """Internal item: a 200 whose body is cut in the middle of its JSON."""
+
+
+@dataclass(frozen=True)
+class EchoKey:
+    """Internal item: a 200 answer whose content quotes the request's API key."""
+
+
+@dataclass(frozen=True)
+class MaskedKey401:
+    """Internal item: a 401 quoting the request's key masked as OpenAI does."""
 
 
 @dataclass(frozen=True)
@@ -175,6 +195,10 @@ class ConditionsState:
             return Delay(conditions.fault_timeout)
         if kind == "malformed":
             return MalformedBody()
+        if kind == "echo_key":
+            return EchoKey()
+        if kind == "masked_key_401":
+            return MaskedKey401()
         return TruncatedStream()
 
 
