@@ -11,7 +11,14 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from chatstep.errors import register_secret
 from chatstep.steps.fields import (
@@ -147,9 +154,12 @@ class StepBase(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _literal_secret_names(self) -> Any:
+    def _literal_secret_names(self, info: ValidationInfo) -> Any:
         from chatstep.errors import ConfigError
         from chatstep.templating.variables import check_secret_names
+
+        if isinstance(info.context, dict) and info.context.get("rendered"):
+            return self  # rendered values are data (never rendered again), not templates
 
         for name in type(self).model_fields:
             try:
