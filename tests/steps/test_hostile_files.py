@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from chatstep import ConfigError, load_step
@@ -145,3 +148,36 @@ def test_fuzzed_step_files_give_only_chatstep_exit_codes(
         assert "Traceback" not in result.output
         codes[result.exit_code] = codes.get(result.exit_code, 0) + 1
     assert set(codes) <= {0, 3}
+
+
+_json_leaf = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False)
+    | st.text(alphabet=st.characters(), max_size=20)
+)
+_json = st.recursive(
+    _json_leaf,
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=40,
+)
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(
+    field=st.sampled_from(["extra_body", "metadata", "extra_headers", "response_format", "tools"]),
+    value=_json,
+)
+def test_free_form_fields_load_or_raise_config_error(field: str, value: object) -> None:
+    with contextlib.suppress(ConfigError):
+        load_step({"model": "m", "prompt": "x", field: value})
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(text=st.text(max_size=300) | st.binary(max_size=300).map(lambda b: b.decode("latin-1")))
+def test_whole_step_texts_load_or_raise_config_error(text: str) -> None:
+    with contextlib.suppress(ConfigError):
+        load_step("model: m\n" + text + "\n")

@@ -13,12 +13,14 @@ Operations that would build a huge value (``'a'|center(2000000000)``, ``'%200000
 from __future__ import annotations
 
 import contextvars
+import functools
 import re
 import string
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from jinja2 import Environment
 from jinja2.exceptions import SecurityError
 
 __all__ = [
@@ -29,6 +31,7 @@ __all__ = [
     "BoundedRange",
     "RenderBudget",
     "TemplateBoundError",
+    "bound_globals_and_filters",
     "check_format",
     "check_join",
     "check_percent_format",
@@ -203,3 +206,68 @@ class BoundedRange:
 
     def __repr__(self) -> str:
         return repr(self._range)
+
+
+def _bounded_filter(env: Environment, name: str, check: Any) -> None:
+    """Wrap Jinja's filter ``name`` so ``check(value, *args, **kwargs)`` runs first."""
+    original = env.filters[name]
+
+    @functools.wraps(original)
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        tick()
+        # Filters marked pass_eval_context / pass_environment get that object first.
+        check(*(args[1:] if hasattr(original, "jinja_pass_arg") else args), **kwargs)
+        result = original(*args, **kwargs)
+        if isinstance(result, (str, list)):
+            check_size(len(result), f"the {name} filter")
+        return result
+
+    env.filters[name] = bounded
+
+
+def _width(value: Any, width: Any = 80, *_: Any, **__: Any) -> None:
+    check_size(width if isinstance(width, int) else 0, "the center filter")
+
+
+def _indent(value: Any, width: Any = 4, *_: Any, **__: Any) -> None:
+    lines = str(value).count("\n") + 1
+    size = len(width) if isinstance(width, str) else width if isinstance(width, int) else 0
+    check_size(len(str(value)) + lines * size, "the indent filter")
+
+
+def _format(value: Any, *args: Any, **kwargs: Any) -> None:
+    check_percent_format(str(value), tuple(args) or tuple(kwargs.values()))
+
+
+def _join(value: Any, d: Any = "", *_: Any, **__: Any) -> None:
+    check_join(value, d if isinstance(d, str) else "")
+
+
+def _replace(value: Any, old: Any = "", new: Any = "", count: Any = None, **_: Any) -> None:
+    args = (old, new) if count is None else (old, new, count)
+    check_str_method(str(value), "replace", args, {})
+
+
+def _wordwrap(value: Any, width: Any = 79, *_: Any, **__: Any) -> None:
+    check_size(len(str(value)) * 2, "the wordwrap filter")
+
+
+def bound_globals_and_filters(env: Environment) -> None:
+    """Replace ``range`` and ``lipsum`` and wrap the costly filters of ``env`` with bounds."""
+    env.globals["range"] = BoundedRange
+    original_lipsum: Any = env.globals["lipsum"]
+
+    def lipsum(n: int = 5, html: bool = True, min: int = 20, max: int = 100) -> str:
+        check_size(int(n) * int(max) * 12, "lipsum")
+        return str(original_lipsum(n, html, min, max))
+
+    env.globals["lipsum"] = lipsum
+    for name, check in (
+        ("center", _width),
+        ("indent", _indent),
+        ("format", _format),
+        ("join", _join),
+        ("replace", _replace),
+        ("wordwrap", _wordwrap),
+    ):
+        _bounded_filter(env, name, check)

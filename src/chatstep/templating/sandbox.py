@@ -33,10 +33,9 @@ from chatstep.steps.fields import looks_like_template as is_template
 from chatstep.templating import bounds
 from chatstep.templating.bounds import (
     MAX_RENDERED_CHARS,
-    BoundedRange,
     RenderBudget,
+    bound_globals_and_filters,
     check_format,
-    check_join,
     check_percent_format,
     check_size,
     check_str_method,
@@ -207,69 +206,7 @@ def _fromjson(text: Any) -> Any:
 _env = _Sandbox(undefined=_Undefined, autoescape=False, keep_trailing_newline=True)
 _env.filters["tojson"] = _tojson
 _env.filters["fromjson"] = _fromjson
-_env.globals["range"] = BoundedRange
-
-
-def _bounded_filter(name: str, check: Any) -> None:
-    """Wrap Jinja's filter ``name`` so ``check(value, *args, **kwargs)`` runs first."""
-    original = _env.filters[name]
-
-    @functools.wraps(original)
-    def bounded(*args: Any, **kwargs: Any) -> Any:
-        tick()
-        # Filters marked pass_eval_context / pass_environment get that object first.
-        check(*(args[1:] if hasattr(original, "jinja_pass_arg") else args), **kwargs)
-        result = original(*args, **kwargs)
-        if isinstance(result, (str, list)):
-            check_size(len(result), f"the {name} filter")
-        return result
-
-    _env.filters[name] = bounded
-
-
-def _width(value: Any, width: Any = 80, *_: Any, **__: Any) -> None:
-    check_size(width if isinstance(width, int) else 0, "the center filter")
-
-
-def _indent(value: Any, width: Any = 4, *_: Any, **__: Any) -> None:
-    lines = str(value).count("\n") + 1
-    size = len(width) if isinstance(width, str) else width if isinstance(width, int) else 0
-    check_size(len(str(value)) + lines * size, "the indent filter")
-
-
-def _format(value: Any, *args: Any, **kwargs: Any) -> None:
-    check_percent_format(str(value), tuple(args) or tuple(kwargs.values()))
-
-
-def _join(value: Any, d: Any = "", *_: Any, **__: Any) -> None:
-    check_join(value, d if isinstance(d, str) else "")
-
-
-def _replace(value: Any, old: Any = "", new: Any = "", count: Any = None, **_: Any) -> None:
-    args = (old, new) if count is None else (old, new, count)
-    check_str_method(str(value), "replace", args, {})
-
-
-def _wordwrap(value: Any, width: Any = 79, *_: Any, **__: Any) -> None:
-    check_size(len(str(value)) * 2, "the wordwrap filter")
-
-
-def _lipsum(n: int = 5, html: bool = True, min: int = 20, max: int = 100) -> str:
-    check_size(int(n) * int(max) * 12, "lipsum")
-    return str(_LIPSUM(n, html, min, max))
-
-
-_LIPSUM: Any = _env.globals["lipsum"]
-_env.globals["lipsum"] = _lipsum
-for _name, _check in (
-    ("center", _width),
-    ("indent", _indent),
-    ("format", _format),
-    ("join", _join),
-    ("replace", _replace),
-    ("wordwrap", _wordwrap),
-):
-    _bounded_filter(_name, _check)
+bound_globals_and_filters(_env)
 
 
 class _Secrets:
