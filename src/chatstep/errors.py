@@ -69,6 +69,7 @@ __all__ = [
     "TruncatedOutputError",
     "UnprocessableEntityError",
     "error_for_status",
+    "may_hold_secret",
     "redact",
     "redact_data",
     "redact_secrets",
@@ -114,6 +115,16 @@ def _masked_key(match: re.Match[str]) -> str:
     ):
         return "***"
     return match.group(0)
+
+
+def may_hold_secret(text: str) -> bool:
+    """Whether :func:`redact_secrets` could change ``text`` (a quick test before a deep walk)."""
+    if not _registered_secrets:
+        return False
+    # "\\u2026" is "…" escaped in JSON text.
+    return any(secret in text for secret in _registered_secrets) or any(
+        marker in text for marker in (*_MASK_MARKERS, "\\u2026")
+    )
 
 
 def redact_secrets(text: str) -> str:

@@ -20,6 +20,7 @@ from chatstep.errors import (
     APIError,
     APITimeoutError,
     error_for_status,
+    may_hold_secret,
     redact,
     redact_data,
 )
@@ -80,9 +81,12 @@ def _decode(raw: Any, method: str, path: str) -> JSON:
     if not isinstance(data, dict):
         raise APIConnectionError(f"{method} {path}: the response body is not a JSON object")
     # An endpoint may echo the key (or its masked ends) in an answer; nothing downstream (cache,
-    # journals, history, output files) may store it.
-    answer: JSON = redact_data(data, shapes=False)
-    return answer
+    # journals, history, output files) may store it. The walk runs only when the text could
+    # hold one (an embeddings answer is mostly floats: walking it would double decoding).
+    if may_hold_secret(raw.text):
+        answer: JSON = redact_data(data, shapes=False)
+        return answer
+    return data
 
 
 class OpenAIHTTPBackend:
