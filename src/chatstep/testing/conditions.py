@@ -18,7 +18,8 @@ Fault kinds:
 - ``"masked_key_401"``: a 401 whose message quotes the key masked as OpenAI does
   (``sk-abc1************6789``).
 
-The last two are never drawn by default; name them in ``faults``.
+The last two (:data:`KEY_FAULT_KINDS`) are not in :data:`FAULT_KINDS` and never drawn unless
+named in ``faults``.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from chatstep.testing.script import Delay, Drop, Fail
 __all__ = [
     "DEFAULT_FAULTS",
     "FAULT_KINDS",
+    "KEY_FAULT_KINDS",
     "Conditions",
     "ConditionsState",
     "EchoKey",
@@ -55,9 +57,10 @@ FAULT_KINDS: tuple[str, ...] = (
     "timeout",
     "malformed",
     "truncated_stream",
-    "echo_key",
-    "masked_key_401",
 )
+"""Faults a busy endpoint or network produces; each is retryable."""
+KEY_FAULT_KINDS: tuple[str, ...] = ("echo_key", "masked_key_401")
+"""Faults that put key material in an answer (to test redaction); never drawn unless named."""
 DEFAULT_FAULTS: tuple[str, ...] = ("429", "500", "503", "reset")
 """Kinds injected when ``faults`` is not given: quick, retryable failures."""
 
@@ -113,9 +116,10 @@ class Conditions:
     """Batches expire after running this many lines (the rest get ``batch_expired`` errors)."""
 
     def __post_init__(self) -> None:
-        unknown = [kind for kind in self.faults if kind not in FAULT_KINDS]
+        known = (*FAULT_KINDS, *KEY_FAULT_KINDS)
+        unknown = [kind for kind in self.faults if kind not in known]
         if unknown:
-            raise ValueError(f"faults: unknown kind(s) {unknown}; choose from {list(FAULT_KINDS)}")
+            raise ValueError(f"faults: unknown kind(s) {unknown}; choose from {list(known)}")
         if not 0.0 <= self.fault_rate <= 1.0:
             raise ValueError(f"fault_rate: must be between 0 and 1, got {self.fault_rate}")
         if self.fault_rate > 0 and not self.faults:
