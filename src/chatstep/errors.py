@@ -69,7 +69,10 @@ __all__ = [
     "TruncatedOutputError",
     "UnprocessableEntityError",
     "error_for_status",
+    "may_hold_secret",
     "redact",
+    "redact_data",
+    "redact_secrets",
     "register_secret",
 ]
 
@@ -78,21 +81,91 @@ _KEY_PATTERNS = re.compile(
     r"(sk-[A-Za-z0-9_\-]{8,}|Bearer\s+[A-Za-z0-9_\-\.=]{8,}"
     r"|(?i:api[_-]?key)\s*[=:]\s*[\"']?[A-Za-z0-9_\-\.]{16,})"
 )
+# A masked key keeps its ends around a mask: ``sk-abc1****6789``, ``sk-...6789``, ``abcd…wxyz``.
+# Ends are bounded so a long token without a mask costs linear time, not quadratic.
+_MASKED = re.compile(r"([A-Za-z0-9_\-]{0,64})(\*{2,}|…|\.{3})([A-Za-z0-9_\-]{0,64})")
+_MASK_MARKERS = ("**", "…", "...")
+_MIN_FRAGMENT = 4
+"""Prefixes and suffixes of a registered secret this long or longer are redacted next to a mask."""
 _registered_secrets: set[str] = set()
 
 
 def register_secret(value: str) -> None:
-    """Remember a secret value so that :func:`redact` removes it from any text."""
-    if len(value) >= 4:
+    """Remember a secret value so that :func:`redact` removes it, and its masked ends, from text."""
+    if len(value) >= _MIN_FRAGMENT:
         _registered_secrets.add(value)
 
 
-def redact(text: str) -> str:
-    """Remove known secrets and anything shaped like an API key from ``text``."""
+def _is_key_end(token: str, *, before_mask: bool) -> bool:
+    """Whether ``token`` (next to a mask) ends in a prefix, or starts with a suffix, of a secret."""
+    for secret in _registered_secrets:
+        for size in range(_MIN_FRAGMENT, min(len(token), len(secret)) + 1):
+            edge = token[-size:] if before_mask else token[:size]
+            if edge in (secret[:size], secret[-size:]):
+                return True
+    return False
+
+
+def _masked_key(match: re.Match[str]) -> str:
+    left, mask, right = match.groups()
+    if left.startswith(("sk-", "pk-", "rk-")) or (mask.startswith("****") and left and right):
+        return "***"
+    if (left and _is_key_end(left, before_mask=True)) or (
+        right and _is_key_end(right, before_mask=False)
+    ):
+        return "***"
+    return match.group(0)
+
+
+def may_hold_secret(text: str) -> bool:
+    """Whether :func:`redact_secrets` could change ``text`` (a quick test before a deep walk)."""
+    if not _registered_secrets:
+        return False
+    # "\\u2026" is "…" escaped in JSON text.
+    return any(secret in text for secret in _registered_secrets) or any(
+        marker in text for marker in (*_MASK_MARKERS, "\\u2026")
+    )
+
+
+def redact_secrets(text: str) -> str:
+    """``text`` without registered secrets or their masked ends (``sk-abc1****6789``).
+
+    Unlike :func:`redact`, text merely shaped like a key is kept: this is for answers (a model's
+    output may legitimately say ``sk-...``), where only the real secrets must go.
+    """
     for secret in _registered_secrets:
         if secret in text:
             text = text.replace(secret, "***")
+    if _registered_secrets and any(m in text for m in _MASK_MARKERS):
+        text = _MASKED.sub(_masked_key, text)
+    return text
+
+
+def redact(text: str) -> str:
+    """Remove known secrets, masked keys and anything shaped like an API key from ``text``."""
+    for secret in _registered_secrets:
+        if secret in text:
+            text = text.replace(secret, "***")
+    if any(m in text for m in _MASK_MARKERS):
+        text = _MASKED.sub(_masked_key, text)
     return _KEY_PATTERNS.sub("***", text)
+
+
+def redact_data(value: Any, *, shapes: bool = True) -> Any:
+    """A copy of a JSON-like value (dicts, lists, strings) with every string redacted.
+
+    With ``shapes`` (the default) strings go through :func:`redact`; without, through
+    :func:`redact_secrets`. Dicts and lists are copied; other values are returned as they are.
+    """
+    if isinstance(value, str):
+        return redact(value) if shapes else redact_secrets(value)
+    if isinstance(value, dict):
+        return {
+            redact_data(k, shapes=shapes): redact_data(v, shapes=shapes) for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [redact_data(v, shapes=shapes) for v in value]
+    return value
 
 
 def _rebuild(cls: type[ChatstepError], args: tuple[Any, ...], state: dict[str, Any]) -> Any:
@@ -190,7 +263,9 @@ class APIError(ChatstepError):
         self.request_id = request_id
         self.retry_after = retry_after
         self.should_retry = should_retry
-        self.body = body
+        # Redacted before it is stored, so vars(), pickling and logs carry no key an endpoint
+        # echoed into its error body.
+        self.body = redact_data(body)
         super().__init__(message)
 
     @property

@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from chatstep.backends.base import JSON, Reply, StreamReply
+from chatstep.backends.log_redaction import install_log_redaction
 from chatstep.backends.sdk_client import (
     call_sdk,
     error_from_sdk,
@@ -28,7 +29,14 @@ from chatstep.backends.sdk_client import (
 )
 from chatstep.core.response_check import check_response, error_from_object
 from chatstep.core.retry import parse_retry_after
-from chatstep.errors import APIConnectionError, APIError, APITimeoutError, InvalidResponseError
+from chatstep.errors import (
+    APIConnectionError,
+    APIError,
+    APITimeoutError,
+    InvalidResponseError,
+    may_hold_secret,
+    redact_data,
+)
 
 if TYPE_CHECKING:
     from chatstep.core.connection import Connection
@@ -62,6 +70,12 @@ def _decode(raw: Any, method: str, path: str) -> JSON:
         ) from None
     if not isinstance(data, dict):
         raise APIConnectionError(f"{method} {path}: the response body is not a JSON object")
+    # An endpoint may echo the key (or its masked ends) in an answer; nothing downstream (cache,
+    # journals, history, output files) may store it. The walk runs only when the text could
+    # hold one (an embeddings answer is mostly floats: walking it would double decoding).
+    if may_hold_secret(raw.text):
+        answer: JSON = redact_data(data, shapes=False)
+        return answer
     return data
 
 
@@ -93,6 +107,7 @@ class OpenAIHTTPBackend:
     name = "openai"
 
     def __init__(self, conn: Connection) -> None:
+        install_log_redaction()
         self.base_url = conn.base_url
         self._client = make_client(conn)
         self._response_class = _http_response_class()
@@ -165,7 +180,7 @@ class OpenAIHTTPBackend:
                 error = _stream_error(chunk)
                 if error is not None:
                     raise error_from_object(error, where)
-                yield chunk
+                yield redact_data(chunk, shapes=False)
         except openai.OpenAIError as exc:
             raise error_from_sdk(exc, "POST", path) from None
         except json.JSONDecodeError as exc:

@@ -14,11 +14,12 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from chatstep.backends.log_redaction import install_log_redaction
 from chatstep.backends.sdk_client import call_sdk, make_client
 from chatstep.batch.journal import BatchJob, BatchJournal, JobRef
 from chatstep.core.connection import Connection
 from chatstep.core.retry import RetryLoop, RetryPolicy
-from chatstep.errors import APIError
+from chatstep.errors import APIError, redact_secrets
 
 if TYPE_CHECKING:
     from chatstep.secrets import SecretStore
@@ -45,6 +46,7 @@ class BatchClient:
         *,
         retry: RetryPolicy | None = None,
     ) -> None:
+        install_log_redaction()
         self.conn = conn
         self.retry = retry or RetryPolicy(max_retries=conn.max_retries)
         self._client = make_client(conn, timeout=conn.timeout)
@@ -135,15 +137,19 @@ class BatchClient:
         return [_as_dict(b) for b in getattr(page, "data", [])]
 
     async def download(self, file_id: str, dest: Path) -> Path:
-        """Stream a file's content to ``dest`` (written whole or not at all)."""
+        """Stream a file's content to ``dest`` (written whole or not at all).
+
+        Lines are redacted on the way (an endpoint may echo the key into an answer), so the
+        file on disk holds no secret.
+        """
         path = f"/files/{file_id}/content"
         partial = dest.with_name(dest.name + ".part")
 
         async def make() -> None:
             async with self._client.files.with_streaming_response.content(file_id) as response:
-                with partial.open("wb") as out:
-                    async for chunk in response.iter_bytes():
-                        out.write(chunk)
+                with partial.open("w", encoding="utf-8", newline="") as out:
+                    async for line in response.iter_lines():
+                        out.write(redact_secrets(line) + "\n")
 
         await self._call("GET", path, make)
         partial.replace(dest)

@@ -14,7 +14,8 @@ from chatstep.errors import ConfigError
 from chatstep.flows.inputs import FlowInput
 from chatstep.flows.refs import check_references
 from chatstep.flows.tasks import FlowTask, MapTask, parse_task
-from chatstep.steps.loading import validate_step
+from chatstep.steps.limits import load_yaml
+from chatstep.steps.loading import read_step_file, validate_step
 
 __all__ = ["Flow", "flow_from_dict", "load_flow"]
 
@@ -143,10 +144,16 @@ def load_flow(source: str | Path | Mapping[str, Any] | Flow) -> Flow:
         path = Path(source)
         if not path.is_file():
             raise ConfigError("", f"flow file {str(path)!r} does not exist")
-        text = path.read_text(encoding="utf-8")
+        text = read_step_file(path)
+    where = f" {path}" if path is not None else ""
     try:
-        data = yaml.safe_load(text)  # JSON is YAML too
+        data = load_yaml(text)  # JSON is YAML too; aliases counted expanded
     except yaml.YAMLError as exc:
-        where = f" {path}" if path is not None else ""
         raise ConfigError("", f"the flow{where} is not valid YAML: {exc}") from None
+    except RecursionError:
+        raise ConfigError("", f"the flow{where} is nested too deep", "flatten it") from None
+    except ConfigError as exc:
+        raise ConfigError(exc.field, f"the flow{where} {exc.problem}", exc.fix) from None
+    except ValueError as exc:
+        raise ConfigError("", f"the flow{where} holds an invalid value: {exc}") from None
     return flow_from_dict(data, source=path)

@@ -8,9 +8,10 @@ sends only what the step sets.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 
 from chatstep.errors import ConfigError, register_secret
 from chatstep.steps.fields import (
@@ -37,6 +38,9 @@ __all__ = [
     "Step",
     "StreamOptions",
 ]
+
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")
 
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_MAX_RETRIES = 5
@@ -153,12 +157,57 @@ class StepBase(StrictModel):
             register_secret(value)
         return value
 
+    @model_validator(mode="after")
+    def _literal_secret_names(self, info: ValidationInfo) -> Any:
+        from chatstep.errors import ConfigError
+        from chatstep.templating.variables import check_secret_names
+
+        if isinstance(info.context, dict) and info.context.get("rendered"):
+            return self  # rendered values are data (never rendered again), not templates
+
+        for name in type(self).model_fields:
+            try:
+                check_secret_names(_plain(getattr(self, name)), name)
+            except ConfigError as exc:
+                # Pydantic turns a ValueError into a ValidationError naming the field.
+                raise ValueError(f"{exc.field}: {exc.problem} ({exc.fix})") from None
+        return self
+
+    @field_validator("extra_headers")
+    @classmethod
+    def _sendable_headers(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        # Checked here, not at send time, where a bad header is a UnicodeEncodeError or a
+        # connection error retried until the retries run out.
+        for name, header in (value or {}).items():
+            if not _HEADER_NAME.fullmatch(name):
+                raise ValueError(
+                    f"header name {name!r} is not a valid HTTP header name "
+                    "(letters, digits and !#$%&'*+-.^_`|~ only; no spaces, CR or LF)"
+                )
+            if not _HEADER_VALUE.fullmatch(header):
+                raise ValueError(
+                    f"the value of header {name!r} holds a character HTTP headers cannot carry "
+                    "(only printable ASCII and tabs; no CR, LF or non-ASCII text)"
+                )
+        return value
+
     @field_validator("model")
     @classmethod
     def _model_not_blank(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("model is empty; name a model such as gpt-4o-mini")
         return value
+
+
+def _plain(value: Any) -> Any:
+    """Nested models as dicts (by field name), for walking every string of a step."""
+    if isinstance(value, BaseModel):
+        return {k: _plain(getattr(value, k)) for k in type(value).model_fields}
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 class ChatCompletion(StepBase):

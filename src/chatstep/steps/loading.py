@@ -12,11 +12,13 @@ from pydantic import BaseModel, ValidationError
 
 from chatstep.errors import ConfigError
 from chatstep.steps.definitions import ChatCompletion, Embedding, Moderation, Step
+from chatstep.steps.limits import MAX_STEP_FILE_BYTES, check_step_data, load_yaml
 
 __all__ = [
     "StepSource",
     "config_error",
     "load_step",
+    "read_step_file",
     "step_class_for",
     "step_from_dict",
     "validate_step",
@@ -132,6 +134,7 @@ def step_from_dict(data: Mapping[str, Any], *, prefix: str = "") -> Step:
     """Build a step from a mapping whose optional ``type`` selects chat, moderation or embedding."""
     if not isinstance(data, Mapping):
         raise ConfigError(prefix, f"a step must be a mapping, not {type(data).__name__}")
+    check_step_data(data, prefix)
     type_name = data.get("type")
     if type_name is not None and not isinstance(type_name, str):
         raise ConfigError(f"{prefix}.type" if prefix else "type", "must be a string")
@@ -142,26 +145,68 @@ def step_from_dict(data: Mapping[str, Any], *, prefix: str = "") -> Step:
 
 def load_step(source: StepSource) -> Step:
     """Load a step from a mapping, a ``.yaml``/``.yml``/``.json`` file, or YAML text; a step
-    object is returned as it is."""
+    object is returned as it is.
+
+    Raises :class:`ConfigError` for anything else, and for a file that is missing, larger than
+    ``MAX_STEP_FILE_BYTES``, not UTF-8, not valid YAML/JSON, or over the bounds of
+    :mod:`chatstep.steps.limits` (depth, values counted with YAML aliases expanded).
+    """
     if isinstance(source, ChatCompletion | Moderation | Embedding):
         return source
     if isinstance(source, Mapping):
         return step_from_dict(source)
+    if not isinstance(source, (str, Path)):
+        raise ConfigError(
+            "",
+            f"a step is a path, YAML text, a mapping or a step object, not a "
+            f"{type(source).__name__}",
+        )
     text: str
     path = Path(source) if isinstance(source, Path) or "\n" not in str(source) else None
     if path is not None and path.suffix.lower() in (".yaml", ".yml", ".json"):
-        if not path.is_file():
-            raise ConfigError("", f"step file {str(path)!r} does not exist")
-        text = path.read_text(encoding="utf-8")
+        text = read_step_file(path)
     else:
+        path = None
         text = str(source)
+    where = f" in {path}" if path else ""
     try:
         data = (
             json.loads(text)
-            if path is not None and path.suffix == ".json"
-            else yaml.safe_load(text)
+            if path is not None and path.suffix.lower() == ".json"
+            else load_yaml(text)
         )
     except (yaml.YAMLError, json.JSONDecodeError) as exc:
-        where = f" in {path}" if path else ""
         raise ConfigError("", f"the step definition{where} is not valid YAML/JSON: {exc}") from None
+    except RecursionError:
+        raise ConfigError(
+            "", f"the step definition{where} is nested too deep", "flatten the nesting"
+        ) from None
+    except ConfigError as exc:  # over the bounds of chatstep.steps.limits
+        raise ConfigError(exc.field, f"the step definition{where} {exc.problem}", exc.fix) from None
+    except ValueError as exc:  # e.g. an integer past Python's 4,300-digit conversion limit
+        raise ConfigError("", f"the step definition{where} holds an invalid value: {exc}") from None
     return step_from_dict(data)
+
+
+def read_step_file(path: Path) -> str:
+    """The text of a step file, decoded as strict UTF-8 (a BOM is allowed)."""
+    try:
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_STEP_FILE_BYTES + 1)
+    except FileNotFoundError:
+        raise ConfigError("", f"step file {str(path)!r} does not exist") from None
+    except OSError as exc:
+        raise ConfigError("", f"step file {str(path)!r} cannot be read: {exc.strerror}") from None
+    if len(raw) > MAX_STEP_FILE_BYTES:
+        raise ConfigError(
+            "", f"step file {str(path)!r} is larger than {MAX_STEP_FILE_BYTES:,} bytes"
+        )
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            "",
+            f"step file {str(path)!r} is not UTF-8 (byte {raw[exc.start]:#04x} at line {line})",
+            "save the file as UTF-8",
+        ) from None

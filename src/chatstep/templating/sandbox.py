@@ -20,6 +20,7 @@ from types import TracebackType
 from typing import Any
 
 from jinja2 import StrictUndefined, Template, TemplateSyntaxError, UndefinedError, nodes
+from jinja2.compiler import CodeGenerator, Frame
 from jinja2.environment import TemplateExpression
 from jinja2.exceptions import SecurityError
 from jinja2.runtime import Context
@@ -29,6 +30,17 @@ from jinja2.utils import missing
 from chatstep.errors import ChatstepError, SecretNotFoundError, TemplateError, redact
 from chatstep.secrets import SecretStore, default_secret_store
 from chatstep.steps.fields import looks_like_template as is_template
+from chatstep.templating import bounds
+from chatstep.templating.bounds import (
+    MAX_RENDERED_CHARS,
+    RenderBudget,
+    bound_globals_and_filters,
+    check_format,
+    check_percent_format,
+    check_size,
+    check_str_method,
+    tick,
+)
 
 __all__ = [
     "TemplateContext",
@@ -39,8 +51,7 @@ __all__ = [
 
 _SANDBOX_FIX = "templates may read inputs, outputs and secrets only"
 _CACHE_SIZE = 1024
-# Bounds on `*` and `**`, so a template cannot exhaust memory with a huge string or number.
-_MAX_REPEAT = 10_000_000
+# Bound on `**`, so a template cannot exhaust memory with a huge number.
 _MAX_POWER_BITS = 100_000
 
 
@@ -51,6 +62,8 @@ class TemplateContext:
     inputs: Mapping[str, Any] = field(default_factory=dict)
     outputs: Mapping[str, Any] = field(default_factory=dict)
     secrets: SecretStore = field(default_factory=default_secret_store)
+    budget: RenderBudget = field(default_factory=RenderBudget, compare=False, repr=False)
+    """What the templates rendered with this context (one request) have used so far."""
 
 
 class _UndefinedUse(UndefinedError):
@@ -76,12 +89,25 @@ class _Undefined(StrictUndefined):
         super().__init__(hint, obj, name, exc)
 
 
-class _Sandbox(ImmutableSandboxedEnvironment):
-    """The sandbox, reading mapping keys before attributes and bounding costly operators."""
+class _CodeGenerator(CodeGenerator):
+    """Compiles ``a ~ b`` to a size-checked join (Jinja's own ``str_join`` has no hook)."""
 
-    intercepted_binops = frozenset({"*", "**"})
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+        self.write("environment.checked_concat((")
+        for arg in node.nodes:
+            self.visit(arg, frame)
+            self.write(", ")
+        self.write("))")
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """The sandbox: mapping keys before attributes; every costly operation bounded and counted."""
+
+    code_generator_class = _CodeGenerator
+    intercepted_binops = frozenset({"*", "**", "+", "%"})
 
     def getattr(self, obj: Any, attribute: str) -> Any:
+        tick()
         if isinstance(obj, Mapping):
             try:
                 return obj[attribute]
@@ -89,7 +115,37 @@ class _Sandbox(ImmutableSandboxedEnvironment):
                 pass
         return super().getattr(obj, attribute)
 
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        tick()
+        return super().getitem(obj, argument)
+
+    def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        tick()
+        owner = getattr(__obj, "__self__", None)
+        if isinstance(owner, str):
+            check_str_method(owner, getattr(__obj, "__name__", ""), args, kwargs)
+        result = super().call(__context, __obj, *args, **kwargs)
+        if isinstance(result, (str, list)):
+            check_size(len(result), "a call")
+        return result
+
+    def wrap_str_format(self, value: Any) -> Any:
+        wrapper = super().wrap_str_format(value)
+        if wrapper is None:
+            return None
+        template = value.__self__
+
+        def checked(*args: Any, **kwargs: Any) -> Any:
+            values = [*args, *kwargs.values()]
+            if args and isinstance(args[0], Mapping):
+                values += list(args[0].values())
+            check_format(template, values)
+            return wrapper(*args, **kwargs)
+
+        return checked
+
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+        tick()
         if operator == "**":
             if (
                 isinstance(left, int)
@@ -98,16 +154,23 @@ class _Sandbox(ImmutableSandboxedEnvironment):
                 and left.bit_length() * right > _MAX_POWER_BITS
             ):
                 raise SecurityError("the result of '**' would be too large")
-        elif isinstance(left, int) and isinstance(right, (str, list, tuple)):
-            if left * len(right) > _MAX_REPEAT:
-                raise SecurityError("the result of '*' would be too large")
-        elif (
-            isinstance(right, int)
-            and isinstance(left, (str, list, tuple))
-            and right * len(left) > _MAX_REPEAT
-        ):
-            raise SecurityError("the result of '*' would be too large")
+        elif operator == "*":
+            if isinstance(left, int) and isinstance(right, (str, list, tuple)):
+                check_size(left * len(right), "'*'")
+            elif isinstance(right, int) and isinstance(left, (str, list, tuple)):
+                check_size(right * len(left), "'*'")
+        elif operator == "+":
+            if isinstance(left, (str, list, tuple)) and isinstance(right, (str, list, tuple)):
+                check_size(len(left) + len(right), "'+'")
+        elif operator == "%" and isinstance(left, str):
+            check_percent_format(left, right)
         return super().call_binop(context, operator, left, right)
+
+    def checked_concat(self, parts: tuple[Any, ...]) -> str:
+        tick()
+        texts = [str(part) for part in parts]
+        check_size(sum(len(text) for text in texts), "'~'")
+        return "".join(texts)
 
 
 def _tojson(value: Any, indent: int | None = None) -> str:
@@ -143,6 +206,7 @@ def _fromjson(text: Any) -> Any:
 _env = _Sandbox(undefined=_Undefined, autoescape=False, keep_trailing_newline=True)
 _env.filters["tojson"] = _tojson
 _env.filters["fromjson"] = _fromjson
+bound_globals_and_filters(_env)
 
 
 class _Secrets:
@@ -210,23 +274,53 @@ def _render(source: str, ctx: TemplateContext, field: str, *, native: bool) -> A
         "secrets": secrets,
         "secret": secrets._lookup,
     }
+    token = bounds.current_budget().set(ctx.budget)
     try:
         expression = _compile_native(source) if native else None
         if expression is None:
-            return _compile(source).render(names)
+            return _render_text(_compile(source), names, ctx.budget)
         value = expression(names)
         if isinstance(value, _Secrets):
             return str(value)
         if isinstance(value, StrictUndefined):
             str(value)  # raises, explaining what is undefined
+        if isinstance(value, str):
+            check_size(len(value), "the template")
+            ctx.budget.add_output(len(value))
         return _copy_containers(value)
     except ChatstepError:
         raise
+    except MemoryError:
+        error: ChatstepError = TemplateError(
+            field,
+            "rendering ran out of memory",
+            f"templates may build at most {MAX_RENDERED_CHARS:,} characters per field",
+        )
+    except RecursionError:
+        error = TemplateError(
+            field,
+            "rendering recursed too deep (a macro calling itself without end?)",
+            "bound the recursion of the template's macros",
+        )
     except Exception as exc:
         error = _template_error(exc, source, ctx, field)
+    finally:
+        bounds.current_budget().reset(token)
     # Raised outside the except block: the original exception, whose text may quote a secret
     # value, is chained (as __cause__) only when redaction left its text unchanged.
     raise error
+
+
+def _render_text(template: Template, names: dict[str, Any], budget: RenderBudget) -> str:
+    """The template's output, stopped as soon as it passes the size bound."""
+    parts: list[str] = []
+    size = 0
+    for part in template.generate(names):
+        size += len(part)
+        check_size(size, "the template's output")
+        budget.add_output(len(part))
+        parts.append(part)
+    return "".join(parts)
 
 
 def _copy_containers(value: Any) -> Any:
@@ -278,6 +372,13 @@ def _template_error(exc: Exception, source: str, ctx: TemplateContext, field: st
     error: ChatstepError
     if isinstance(exc, _UndefinedUse):
         error = _undefined_error(exc, source, ctx, field, line)
+    elif isinstance(exc, bounds.TemplateBoundError):
+        error = TemplateError(
+            field,
+            f"refused by the template sandbox: {exc}",
+            "templates are bounded in size, operations and time (see the README's Limits)",
+            line,
+        )
     elif isinstance(exc, SecurityError):
         error = TemplateError(field, f"refused by the template sandbox: {exc}", _SANDBOX_FIX, line)
     elif isinstance(exc, UndefinedError):

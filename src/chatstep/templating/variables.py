@@ -1,4 +1,5 @@
-"""Which inputs a template reads: ``template_variables`` and ``collect_input_names``.
+"""Which inputs a template reads (``template_variables``, ``collect_input_names``), and
+``check_secret_names``: secret names must be literals.
 
 Found by walking Jinja's syntax tree (``jinja2.meta`` sees only top-level names), so
 ``inputs.x``, ``inputs['x']`` and ``inputs.x.y`` all name ``x``. Orchestrator tasks use this to
@@ -12,9 +13,10 @@ from typing import Any
 
 from jinja2 import TemplateSyntaxError, nodes
 
+from chatstep.errors import ConfigError
 from chatstep.templating.sandbox import _const_key, _env, _key_path, _syntax_error, is_template
 
-__all__ = ["collect_input_names", "template_variables"]
+__all__ = ["check_secret_names", "collect_input_names", "template_variables"]
 
 
 def template_variables(source: str, *, required_only: bool = False, field: str = "") -> set[str]:
@@ -134,3 +136,63 @@ def _branches(
         yield from _input_references(child, inner)
     for child in otherwise:
         yield from _input_references(child, guarded)
+
+
+_SECRET_FIX = (
+    "name the secret literally, e.g. {{ secret('OPENAI_API_KEY') }} or {{ secrets.MY_TOKEN }}; "
+    "row data must never choose which secret is sent"
+)
+
+
+def check_secret_names(value: Any, field: str = "") -> None:
+    """Refuse any template in ``value`` (nested dicts and lists) whose secret name is not a literal.
+
+    ``secret('NAME')``, ``secrets.NAME`` and ``secrets['NAME']`` are allowed; ``secret(x)``,
+    ``secrets[inputs.n]`` or any other use of ``secrets`` / ``secret`` (passing them around,
+    iterating) raise :class:`~chatstep.errors.ConfigError` naming ``field``: otherwise a row of
+    data could pick any environment value and send it to the endpoint.
+    """
+    if isinstance(value, str):
+        if "secret" in value and is_template(value):
+            _check_template(value, field)
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            check_secret_names(v, _key_path(field, k))
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            check_secret_names(v, f"{field}[{i}]")
+
+
+def _check_template(source: str, field: str) -> None:
+    try:
+        ast = _env.parse(source)
+    except TemplateSyntaxError as exc:
+        raise _syntax_error(exc, field) from None
+    allowed: set[int] = set()
+    for node in ast.find_all((nodes.Call, nodes.Getattr, nodes.Getitem)):
+        base = getattr(node, "node", None)
+        if not (isinstance(base, nodes.Name) and base.ctx == "load"):
+            continue
+        if isinstance(node, nodes.Call) and base.name == "secret":
+            literal = (
+                len(node.args) == 1
+                and not node.kwargs
+                and node.dyn_args is None
+                and node.dyn_kwargs is None
+                and isinstance(_const_key(node.args[0]), str)
+            )
+            if literal:
+                allowed.add(id(base))
+        elif (isinstance(node, nodes.Getattr) and base.name == "secrets") or (
+            isinstance(node, nodes.Getitem)
+            and base.name == "secrets"
+            and isinstance(_const_key(node.arg), str)
+        ):
+            allowed.add(id(base))
+    for name in ast.find_all(nodes.Name):
+        if name.name in ("secret", "secrets") and name.ctx == "load" and id(name) not in allowed:
+            raise ConfigError(
+                field,
+                f"the template uses {name.name} with a name that is not a literal string",
+                _SECRET_FIX,
+            )

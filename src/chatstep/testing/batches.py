@@ -57,6 +57,8 @@ class _Batch:
     abandoned: bool = False
     """Set by ``reset()``: the runner stops without recording anything more."""
     task: asyncio.Task[None] | None = None
+    authorization: str | None = None
+    """The creating request's ``Authorization`` header (lines run with it, as on OpenAI)."""
 
     @property
     def id(self) -> str:
@@ -142,7 +144,7 @@ class Resources:
         }
         if body.get("metadata") is not None:
             data["metadata"] = dict(body["metadata"])
-        batch = _Batch(data)
+        batch = _Batch(data, authorization=request.authorization)
         with self._lock:
             self._batches[batch.id] = batch
         if state.conditions.conditions.batch_progress == "time":
@@ -247,10 +249,14 @@ class Resources:
                     400, "Streaming is not supported in a batch; drop 'stream'."
                 )
             else:
-                # The batch was created with the key: its lines run as that caller.
-                key = f"Bearer {state.api_key}" if state.api_key is not None else None
+                # Its lines run as the caller that created the batch, with that key.
                 line_request = Request(
-                    "POST", line.url, line.url, line.body, authorization=key, batch=batch.id
+                    "POST",
+                    line.url,
+                    line.url,
+                    line.body,
+                    authorization=batch.authorization,
+                    batch=batch.id,
                 )
                 outcome = await run(state, line_request)
             if batch.abandoned:

@@ -18,6 +18,13 @@ Fault kinds:
 - ``"empty_answer"``: a 200 whose ``choices`` (``data``, ``results``) is empty; a stream with no
   choice at all;
 - ``"stream_error"`` (streaming requests only): the first chunks, then an error event.
+- ``"echo_key"``: a 200 whose answer quotes the request's API key (a careless proxy or
+  gateway), to test that no key is stored;
+- ``"masked_key_401"``: a 401 whose message quotes the key masked as OpenAI does
+  (``sk-abc1************6789``).
+
+The last two (:data:`KEY_FAULT_KINDS`) are not in :data:`FAULT_KINDS` and never drawn unless
+named in ``faults``.
 """
 
 from __future__ import annotations
@@ -37,10 +44,13 @@ from chatstep.testing.script import Delay, Drop, Fail
 __all__ = [
     "DEFAULT_FAULTS",
     "FAULT_KINDS",
+    "KEY_FAULT_KINDS",
     "Conditions",
     "ConditionsState",
+    "EchoKey",
     "Latency",
     "MalformedBody",
+    "MaskedKey401",
     "TruncatedStream",
     "WireFault",
 ]
@@ -57,6 +67,9 @@ FAULT_KINDS: tuple[str, ...] = (
     "empty_answer",
     "stream_error",
 )
+"""Faults a busy endpoint or network produces; each is retryable."""
+KEY_FAULT_KINDS: tuple[str, ...] = ("echo_key", "masked_key_401")
+"""Faults that put key material in an answer (to test redaction); never drawn unless named."""
 DEFAULT_FAULTS: tuple[str, ...] = ("429", "500", "503", "reset")
 """Kinds injected when ``faults`` is not given: quick, retryable failures."""
 
@@ -68,6 +81,16 @@ Latency = None | float | tuple[float, float] | Callable[[str, Any], float]
 @dataclass(frozen=True)
 class MalformedBody:
     """Internal item: a 200 whose body is cut in the middle of its JSON."""
+
+
+@dataclass(frozen=True)
+class EchoKey:
+    """Internal item: a 200 answer whose content quotes the request's API key."""
+
+
+@dataclass(frozen=True)
+class MaskedKey401:
+    """Internal item: a 401 quoting the request's key masked as OpenAI does."""
 
 
 @dataclass(frozen=True)
@@ -110,9 +133,10 @@ class Conditions:
     """Batches expire after running this many lines (the rest get ``batch_expired`` errors)."""
 
     def __post_init__(self) -> None:
-        unknown = [kind for kind in self.faults if kind not in FAULT_KINDS]
+        known = (*FAULT_KINDS, *KEY_FAULT_KINDS)
+        unknown = [kind for kind in self.faults if kind not in known]
         if unknown:
-            raise ValueError(f"faults: unknown kind(s) {unknown}; choose from {list(FAULT_KINDS)}")
+            raise ValueError(f"faults: unknown kind(s) {unknown}; choose from {list(known)}")
         if not 0.0 <= self.fault_rate <= 1.0:
             raise ValueError(f"fault_rate: must be between 0 and 1, got {self.fault_rate}")
         if self.fault_rate > 0 and not self.faults:
@@ -198,6 +222,10 @@ class ConditionsState:
             return MalformedBody()
         if kind in ("error_200", "empty_answer", "stream_error"):
             return WireFault(kind)
+        if kind == "echo_key":
+            return EchoKey()
+        if kind == "masked_key_401":
+            return MaskedKey401()
         return TruncatedStream()
 
 

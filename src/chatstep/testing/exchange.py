@@ -19,7 +19,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from chatstep.testing.completions import stream_chunks
-from chatstep.testing.conditions import MalformedBody, TruncatedStream, WireFault
+from chatstep.testing.conditions import (
+    EchoKey,
+    MalformedBody,
+    MaskedKey401,
+    TruncatedStream,
+    WireFault,
+)
 from chatstep.testing.script import Delay, Drop, Fail, Respond, Trickle, render_chat
 from chatstep.testing.spec import SpecViolation
 from chatstep.testing.state import ServerState
@@ -141,7 +147,19 @@ async def _sleep(state: ServerState, seconds: float) -> bool:
 def _is_item(value: Any) -> bool:
     return isinstance(
         value,
-        (Respond, Fail, Delay, Drop, Trickle, MalformedBody, TruncatedStream, WireFault, Outcome),
+        (
+            Respond,
+            Fail,
+            Delay,
+            Drop,
+            Trickle,
+            MalformedBody,
+            TruncatedStream,
+            WireFault,
+            EchoKey,
+            MaskedKey401,
+            Outcome,
+        ),
     )
 
 
@@ -173,9 +191,28 @@ async def _execute(context: _Context, item: Any) -> Outcome:
         return await _malformed(context)
     if isinstance(item, TruncatedStream):
         return await _truncated(context)
+    if isinstance(item, EchoKey):
+        return await _execute(context, Respond(content=f"Your key is {_request_key(context)}."))
+    if isinstance(item, MaskedKey401):
+        key = _request_key(context)
+        masked = f"{key[:7]}{'*' * max(4, len(key) - 11)}{key[-4:]}" if len(key) > 11 else "****"
+        return Outcome(
+            status=401,
+            body=Fail(
+                401,
+                f"Incorrect API key provided: {masked}. You can find your API key at "
+                "https://platform.openai.com/account/api-keys.",
+            ).error_body(),
+        )
     if isinstance(item, Respond):
         return await _respond(context, item)
     raise TypeError(f"not a script item: {item!r}; return Respond, Fail, Delay, Drop or a dict")
+
+
+def _request_key(context: _Context) -> str:
+    """The key the request carried (its bearer token)."""
+    authorization = context.request.authorization or ""
+    return authorization.removeprefix("Bearer ").strip()
 
 
 async def _respond(context: _Context, item: Respond) -> Outcome:
