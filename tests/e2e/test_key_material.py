@@ -109,10 +109,12 @@ def test_no_key_material_after_run_map_batch_and_history(
     keyed_server.configure(fault_rate=1.0, faults=("echo_key",))
     assert invoke("run", str(step), "-i", "n=1") == 0
     assert invoke("run", str(step), "-i", "n=1", "--json") == 0
-    assert invoke("map", str(step), "-i", str(rows), "-o", str(tmp_path / "out.jsonl")) == 0
+    assert invoke("map", str(step), "--rows", str(rows), "-o", str(tmp_path / "out.jsonl")) == 0
     assert "***" in (tmp_path / "out.jsonl").read_text()
     batch_out = tmp_path / "batch.jsonl"
-    assert invoke("batch", "submit", str(step), "-i", str(rows), "--wait", "--poll", "0.05") == 0
+    assert (
+        invoke("batch", "submit", str(step), "--rows", str(rows), "--wait", "--poll", "0.05") == 0
+    )
     assert invoke("batch", "results", "--output", str(batch_out), _last_job(outputs)) == 0
 
     # A 401 that masks the key, as OpenAI's does.
@@ -121,7 +123,9 @@ def test_no_key_material_after_run_map_batch_and_history(
     assert invoke("run", str(step), "-i", "n=20") != 0
     # (map is left out here: a map whose every row gets a 401 hangs at shutdown, a mapping bug
     # reported separately.)
-    assert invoke("batch", "submit", str(step), "-i", str(rows), "--wait", "--poll", "0.05") != 0
+    assert (
+        invoke("batch", "submit", str(step), "--rows", str(rows), "--wait", "--poll", "0.05") != 0
+    )
     with pytest.raises(AuthenticationError) as info:
         run_step({"model": "gpt-4o-mini", "prompt": "x"})
     outputs += [str(info.value), repr(vars(info.value)), repr(pickle.dumps(info.value))]
