@@ -27,6 +27,7 @@ from chatstep.backends.sdk_client import (
     make_client,
     should_retry_header,
 )
+from chatstep.core.deadlines import within
 from chatstep.core.response_check import check_response, error_from_object
 from chatstep.core.retry import parse_retry_after
 from chatstep.errors import (
@@ -94,7 +95,7 @@ def _stream_error(chunk: JSON) -> Any:
 async def _within(seconds: float, where: str, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
     # httpx's timeout is per read: a server trickling a byte at a time never trips it.
     try:
-        return await asyncio.wait_for(make(), seconds)
+        return await within(seconds, make())
     except asyncio.TimeoutError:
         raise APITimeoutError(
             f"{where}: no whole answer within the step's timeout ({seconds:g} s in total)"
@@ -168,7 +169,7 @@ class OpenAIHTTPBackend:
         try:
             while True:
                 try:
-                    chunk = await asyncio.wait_for(events.__anext__(), gap)
+                    chunk = await within(gap, events.__anext__())
                 except StopAsyncIteration:
                     return
                 except asyncio.TimeoutError:

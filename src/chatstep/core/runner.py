@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from chatstep.accounting.pricing import Cost
 from chatstep.backends.base import Backend, Reply
 from chatstep.core.connection import BackendPool, Connection, for_local_model, resolve_connection
+from chatstep.core.deadlines import within
 from chatstep.core.render import make_context, render_step
 from chatstep.core.request import Request, build_request
 from chatstep.core.response_check import check_response
@@ -394,8 +395,8 @@ class AsyncRunner:
             reply = await self._stream(backend, body, timeout, on_delta, state)
         else:
             try:
-                reply = await asyncio.wait_for(
-                    self._stream(backend, body, timeout, on_delta, state), stream_timeout
+                reply = await within(
+                    stream_timeout, self._stream(backend, body, timeout, on_delta, state)
                 )
             except asyncio.TimeoutError:
                 raise APITimeoutError(

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
+from chatstep.core.deadlines import within
 from chatstep.core.render import make_context
 from chatstep.core.result import AnyResult, EmbeddingResult, ModerationResult, StepResult
 from chatstep.core.retry import RetryLoop, RetryPolicy
@@ -293,7 +294,7 @@ class _Execution:
 
     async def _with_timeout(self, task: FlowTask, run: TaskRun, timeout: float) -> None:
         try:
-            await asyncio.wait_for(self._run(task, run), timeout)
+            await within(timeout, self._run(task, run))
         except asyncio.TimeoutError:
             raise APITimeoutError(
                 f"{task.where}: the task did not finish within its timeout of {timeout:g} s"

@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
+from chatstep.core.deadlines import within
 from chatstep.core.retry import RetryPolicy
 from chatstep.errors import APIError, ConfigError
 
@@ -225,7 +226,7 @@ class RateLimiter:
         if not self._probing or not self._probe_sent:
             return
         try:
-            await asyncio.wait_for(self._probe_done.wait(), PROBE_TIMEOUT)
+            await within(PROBE_TIMEOUT, self._probe_done.wait())
         except asyncio.TimeoutError:
             self._end_probe()
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -191,7 +191,12 @@ def create_app(state: ServerState) -> Starlette:
 
     def endpoint(route: str | None) -> Callable[[Request], Any]:
         async def handle(request: Request) -> Response | DroppedConnection:
-            body, parse_error, uploads = await _read_body(request)
+            try:
+                body, parse_error, uploads = await _read_body(request)
+            except ClientDisconnect:
+                # The client gave up before sending its body (a cancelled or timed-out call):
+                # nobody is left to answer, and it is not the server's error.
+                return Response(status_code=499)
             path = request.url.path
             headers = redact_headers(request.headers.items())
             query = dict(request.query_params)

@@ -75,6 +75,7 @@ from chatstep.backends.local.request import (
     read_chat_request,
     read_embedding_request,
 )
+from chatstep.core.deadlines import within
 from chatstep.errors import APITimeoutError, BackendUnavailableError
 
 __all__ = ["LOCAL_MODEL_ALIASES", "LOCAL_MODEL_ID", "LocalBackend"]
@@ -120,7 +121,7 @@ class LocalBackend:
         future: concurrent.futures.Future[T], timeout: float, cancel: threading.Event
     ) -> T:
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
+            return await within(timeout, asyncio.wrap_future(future))
         except asyncio.TimeoutError:
             raise APITimeoutError(
                 f"the local model gave no answer within the timeout of {timeout:g}s "
@@ -173,7 +174,7 @@ class LocalBackend:
         try:
             while True:
                 try:
-                    event = await asyncio.wait_for(events.get(), timeout)
+                    event = await within(timeout, events.get())
                 except asyncio.TimeoutError:
                     raise APITimeoutError(
                         f"the local model sent nothing for {timeout:g}s "
