@@ -9,6 +9,7 @@ to :meth:`PriceTable.load`. Both formats hold one table::
     input = 0.30                    # USD per 1M uncached input tokens (required for new models)
     cached_input = 0.15             # USD per 1M cached input tokens (optional: input price)
     output = 1.20                   # USD per 1M output tokens (required for new models)
+    context_window = 128000         # tokens per request (optional; see accounting.context)
 
 A model id matches its own entry, or the longest entry it extends with a date suffix only
 (``gpt-4o-2024-08-06`` is priced as ``gpt-4o``; ``gpt-4-0613`` as ``gpt-4``). Anything else is
@@ -141,10 +142,16 @@ class PriceTable:
     """Prices by model id, with longest-prefix matching of dated snapshots."""
 
     def __init__(
-        self, prices: Mapping[str, ModelPrice] | None = None, *, checked: str = PRICES_CHECKED
+        self,
+        prices: Mapping[str, ModelPrice] | None = None,
+        *,
+        checked: str = PRICES_CHECKED,
+        context_windows: Mapping[str, int] | None = None,
     ) -> None:
         self._prices: dict[str, ModelPrice] = dict(BUILTIN_PRICES if prices is None else prices)
         self.checked = checked
+        self.context_windows: dict[str, int] = dict(context_windows or {})
+        """Context windows (tokens) the price file sets, over the built-in ones."""
         # Longest first, so gpt-4o-mini-2024-07-18 meets gpt-4o-mini before gpt-4o.
         self._keys = sorted(self._prices, key=len, reverse=True)
 
@@ -179,9 +186,21 @@ class PriceTable:
     def merged(self, overrides: Mapping[str, Mapping[str, Any] | ModelPrice]) -> PriceTable:
         """A new table with ``overrides`` merged over this one, field by field."""
         prices = dict(self._prices)
+        windows = dict(self.context_windows)
         for model, entry in overrides.items():
+            if isinstance(entry, Mapping) and "context_window" in entry:
+                windows[model] = _context_window(model, entry["context_window"])
+                entry = {k: v for k, v in entry.items() if k != "context_window"}
+                if not entry:
+                    continue  # a window alone needs no price
             prices[model] = _merge_entry(model, prices.get(model), entry)
-        return PriceTable(prices, checked=self.checked)
+        return PriceTable(prices, checked=self.checked, context_windows=windows)
+
+    def context_window(self, model: str) -> int | None:
+        """The context window of ``model`` in tokens (price file, then built-in), or None."""
+        from chatstep.accounting.context import context_window_for
+
+        return context_window_for(model, self.context_windows)
 
     def models(self) -> list[str]:
         """The model ids (families) the table prices, sorted."""
@@ -316,6 +335,16 @@ def _parse_toml(path: Path, text: str) -> Any:
 
 
 _FIELDS = ("input", "cached_input", "output")
+
+
+def _context_window(model: str, raw: Any) -> int:
+    if isinstance(raw, int) and not isinstance(raw, bool) and raw > 0:
+        return raw
+    raise ConfigError(
+        f"models.{model}.context_window",
+        f"must be a positive whole number of tokens, got {raw!r}",
+        "write it as a plain integer, e.g. 128000",
+    )
 
 
 def _merge_entry(

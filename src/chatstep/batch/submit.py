@@ -78,6 +78,7 @@ def _render_rows(
     rows_copy: Path,
 ) -> _Rendered:
     """Render every row into the writer's part files and copy the rows; returns what they share."""
+    from chatstep.accounting.context import check_context_window
     from chatstep.core.runner import AsyncRunner, as_step
 
     out = _Rendered()
@@ -99,6 +100,9 @@ def _render_rows(
                 seen.add(custom_id)
                 body = row["body"]
                 endpoint, model = url, str(body["model"])
+                if url.endswith("/chat/completions"):
+                    window = runner.price_table.context_window(model)
+                    check_context_window(body, window, prefix=f"{where}.body")
             else:
                 try:
                     _, request, conn = runner.prepare(definition, row, stream=False)

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from chatstep.accounting.context import check_context_window, context_window_for
 from chatstep.backends.base import Backend, Reply
 from chatstep.core.connection import BackendPool, Connection, for_local_model, resolve_connection
 from chatstep.core.render import make_context, render_step
@@ -95,6 +96,11 @@ def _mirror_function_call(response: dict[str, Any]) -> None:
         if calls and not message.get("function_call"):
             fn = calls[0].get("function") or {}
             message["function_call"] = {"name": fn.get("name"), "arguments": fn.get("arguments")}
+
+
+def _table_window(price_table: Any, model: str) -> int | None:
+    lookup = getattr(price_table, "context_window", None)
+    return lookup(model) if callable(lookup) else context_window_for(model)
 
 
 class AsyncRunner:
@@ -183,7 +189,21 @@ class AsyncRunner:
             model = for_local_model(request.model)
             if model != request.model:
                 request = Request(request.endpoint, {**request.body, "model": model})
+        self.check_fits(rendered, request, conn, prefix=prefix)
         return rendered, request, conn
+
+    def check_fits(
+        self, step: Step, request: Request, conn: Connection, *, prefix: str = ""
+    ) -> None:
+        """Raise ``ConfigError`` when a chat request cannot fit its model's context window."""
+        if request.endpoint != "chat.completions" or not isinstance(step, ChatCompletion):
+            return
+        window = step.context_window if isinstance(step.context_window, int) else None
+        source = "the step's context_window"
+        if window is None and conn.backend != "local":  # the embedded model checks its own
+            window = _table_window(self.price_table, request.model)
+            source = "chatstep's context window table or the price file"
+        check_context_window(request.body, window, prefix=prefix, source=source)
 
     async def run(
         self,

@@ -173,6 +173,9 @@ class ChatCompletion(StepBase):
     max_completion_tokens: Templated[PositiveInt] | None = Field(
         default=None, alias="maxCompletionTokens"
     )
+    context_window: Templated[PositiveInt] | None = Field(default=None, alias="contextWindow")
+    """The model's context window in tokens, when the built-in table or the price file is wrong
+    or does not know it; a prompt plus max_tokens that cannot fit fails before sending."""
     presence_penalty: Templated[Penalty] | None = Field(default=None, alias="presencePenalty")
     frequency_penalty: Templated[Penalty] | None = Field(default=None, alias="frequencyPenalty")
     logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = Field(
