@@ -113,6 +113,7 @@ if TYPE_CHECKING:
     from chatstep.steps.definitions import (
         ChatCompletion,
         Embedding,
+        Fallback,
         Moderation,
         Step,
     )
@@ -202,6 +203,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "chatstep.steps.definitions": (
         "ChatCompletion",
         "Embedding",
+        "Fallback",
         "Moderation",
         "Step",
     ),
@@ -238,6 +240,7 @@ __all__ = [
     "Delta",
     "Embedding",
     "EmbeddingResult",
+    "Fallback",
     "Flow",
     "FlowRun",
     "InternalServerError",

@@ -31,6 +31,8 @@ STEP_ONLY = {
     "extra_body",
     # checked before sending (accounting/context.check_context_window), never sent
     "context_window",
+    # other endpoints tried when this one is down (core/fallbacks), never sent
+    "fallbacks",
 }
 
 # SDK parameters a step cannot set as a typed field, on purpose or not yet. Each can still be

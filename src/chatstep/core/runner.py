@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from chatstep.accounting.context import check_context_window, context_window_for
 from chatstep.backends.base import Backend, Reply
 from chatstep.core.connection import BackendPool, Connection, for_local_model, resolve_connection
+from chatstep.core.fallbacks import has_fallbacks, send_with_fallbacks
 from chatstep.core.render import make_context, render_step
 from chatstep.core.request import Request, build_request
 from chatstep.core.result import AnyResult, EmbeddingResult, ModerationResult, StepResult
@@ -183,14 +184,20 @@ class AsyncRunner:
         definition = as_step(step)
         context = make_context(inputs, outputs, self.secrets)
         rendered = render_step(definition, context, prefix=prefix)
+        request, conn = self.assemble(rendered, stream=stream)
+        if not has_fallbacks(rendered):  # with fallbacks, each candidate is checked in turn
+            self.check_fits(rendered, request, conn, prefix=prefix)
+        return rendered, request, conn
+
+    def assemble(self, rendered: Step, *, stream: bool | None) -> tuple[Request, Connection]:
+        """The request and connection of a rendered step."""
         request = build_request(rendered, stream=stream)
         conn = resolve_connection(rendered, self.secrets)
         if conn.backend == "local" and self._backend is None:
             model = for_local_model(request.model)
             if model != request.model:
                 request = Request(request.endpoint, {**request.body, "model": model})
-        self.check_fits(rendered, request, conn, prefix=prefix)
-        return rendered, request, conn
+        return request, conn
 
     def check_fits(
         self, step: Step, request: Request, conn: Connection, *, prefix: str = ""
@@ -228,7 +235,23 @@ class AsyncRunner:
         *,
         on_delta: DeltaCallback | None = None,
     ) -> AnyResult:
-        """Send a prepared request (cache first, then with retries), build and log the result."""
+        """Send a prepared request (cache first, then with retries), build and log the result.
+
+        A chat step with ``fallbacks`` tries them in order (:mod:`chatstep.core.fallbacks`).
+        """
+        if has_fallbacks(step):
+            return await send_with_fallbacks(self, step, request, conn, on_delta)
+        return await self.execute_once(step, request, conn, on_delta=on_delta)
+
+    async def execute_once(
+        self,
+        step: Step,
+        request: Request,
+        conn: Connection,
+        *,
+        on_delta: DeltaCallback | None = None,
+    ) -> AnyResult:
+        """Send to one endpoint (no fallbacks), build the result, log the call to history."""
         started = time.perf_counter()
         result: AnyResult | None = None
         error: Exception | None = None

@@ -147,6 +147,36 @@ class StepBase(StrictModel):
         return value
 
 
+class Fallback(StrictModel):
+    """Where to send a chat step when its primary endpoint stays unavailable: a partial override.
+
+    Unset fields keep the step's own value; ``backend: local`` runs on the embedded model.
+    """
+
+    model: str | None = None
+    base_url: str | None = Field(default=None, alias="baseUrl")
+    api_key: str | None = Field(default=None, alias="apiKey", repr=False)
+    """Prefer ``{{ secret('NAME') }}``; unset: the step's key (or ``OPENAI_API_KEY``)."""
+    organization: str | None = None
+    project: str | None = None
+    backend: Literal["auto", "openai", "local"] | None = None
+    extra_headers: dict[str, str] | None = None
+    timeout: PositiveFloat | None = Field(default=None, alias="clientTimeout")
+    max_retries: NonNegativeInt | None = Field(default=None, alias="maxRetries")
+    context_window: PositiveInt | None = Field(default=None, alias="contextWindow")
+
+    @field_validator("api_key")
+    @classmethod
+    def _remember_key(cls, value: str | None) -> str | None:
+        if value and not looks_like_template(value):
+            register_secret(value)
+        return value
+
+    def overrides(self) -> dict[str, Any]:
+        """The fields this fallback sets, by field name."""
+        return self.model_dump(exclude_none=True, by_alias=False)
+
+
 class ChatCompletion(StepBase):
     """A chat completion: ``prompt``, or ``messages``, or system_message + chat_history + prompt.
 
@@ -214,6 +244,9 @@ class ChatCompletion(StepBase):
     safety_identifier: str | None = None
     extra_body: dict[str, Any] | None = Field(default=None, alias="extraBody")
     """Vendor-specific body fields (vLLM's ``top_k``, Ollama's ``options``...), sent as-is."""
+    fallbacks: Annotated[list[Fallback], Field(max_length=8)] | None = None
+    """Tried in order when the endpoint stays unavailable after its retries (5xx, timeouts,
+    connection errors, 429 beyond the wait limit) or refuses the prompt for context length."""
 
     @field_validator("logit_bias")
     @classmethod
