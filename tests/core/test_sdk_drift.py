@@ -33,6 +33,8 @@ STEP_ONLY = {
     "context_window",
     # other endpoints tried when this one is down (core/fallbacks), never sent
     "fallbacks",
+    # moderation calls around the request (core/guard), never sent
+    "guard",
 }
 
 # SDK parameters a step cannot set as a typed field, on purpose or not yet. Each can still be

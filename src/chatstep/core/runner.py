@@ -22,6 +22,7 @@ from chatstep.accounting.context import check_context_window, context_window_for
 from chatstep.backends.base import Backend, Reply
 from chatstep.core.connection import BackendPool, Connection, for_local_model, resolve_connection
 from chatstep.core.fallbacks import has_fallbacks, send_with_fallbacks
+from chatstep.core.guard import has_guard, send_guarded
 from chatstep.core.render import make_context, render_step
 from chatstep.core.request import Request, build_request
 from chatstep.core.result import AnyResult, EmbeddingResult, ModerationResult, StepResult
@@ -237,11 +238,18 @@ class AsyncRunner:
     ) -> AnyResult:
         """Send a prepared request (cache first, then with retries), build and log the result.
 
-        A chat step with ``fallbacks`` tries them in order (:mod:`chatstep.core.fallbacks`).
+        A chat step with ``fallbacks`` tries them in order (:mod:`chatstep.core.fallbacks`); one
+        with a ``guard`` is moderated before and after (:mod:`chatstep.core.guard`).
         """
-        if has_fallbacks(step):
-            return await send_with_fallbacks(self, step, request, conn, on_delta)
-        return await self.execute_once(step, request, conn, on_delta=on_delta)
+
+        async def send(callback: DeltaCallback | None) -> AnyResult:
+            if has_fallbacks(step):
+                return await send_with_fallbacks(self, step, request, conn, callback)
+            return await self.execute_once(step, request, conn, on_delta=callback)
+
+        if has_guard(step):
+            return await send_guarded(self, step, request.body, on_delta, send)
+        return await send(on_delta)
 
     async def execute_once(
         self,

@@ -177,6 +177,30 @@ class Fallback(StrictModel):
         return self.model_dump(exclude_none=True, by_alias=False)
 
 
+class Guard(StrictModel):
+    """Moderate a chat step's user input before the call and its answer after it.
+
+    A flagged text raises :class:`~chatstep.errors.FlaggedContentError`. The moderation calls go
+    to the step's own endpoint unless ``base_url`` / ``api_key`` say otherwise (the embedded
+    model cannot moderate).
+    """
+
+    input: bool = True
+    """Moderate the text of the user messages (rendered) before sending."""
+    output: bool = True
+    """Moderate every choice's answer; a streamed answer is held until it passed."""
+    model: str = "omni-moderation-latest"
+    base_url: str | None = Field(default=None, alias="baseUrl")
+    api_key: str | None = Field(default=None, alias="apiKey", repr=False)
+
+    @field_validator("api_key")
+    @classmethod
+    def _remember_key(cls, value: str | None) -> str | None:
+        if value and not looks_like_template(value):
+            register_secret(value)
+        return value
+
+
 class ChatCompletion(StepBase):
     """A chat completion: ``prompt``, or ``messages``, or system_message + chat_history + prompt.
 
@@ -244,6 +268,8 @@ class ChatCompletion(StepBase):
     safety_identifier: str | None = None
     extra_body: dict[str, Any] | None = Field(default=None, alias="extraBody")
     """Vendor-specific body fields (vLLM's ``top_k``, Ollama's ``options``...), sent as-is."""
+    guard: Guard | None = None
+    """Moderation of the input before the call and of the answer after it."""
     fallbacks: Annotated[list[Fallback], Field(max_length=8)] | None = None
     """Tried in order when the endpoint stays unavailable after its retries (5xx, timeouts,
     connection errors, 429 beyond the wait limit) or refuses the prompt for context length."""
