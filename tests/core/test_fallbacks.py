@@ -179,3 +179,12 @@ def test_fallback_keys_are_never_shown() -> None:
         {"model": "m", "prompt": "p", "fallbacks": [{"api_key": "sk-secret-fallback-123456"}]}
     )
     assert "sk-secret-fallback-123456" not in repr(step)
+
+
+def test_batch_refuses_a_step_with_fallbacks(openai_env: TestServer) -> None:
+    from chatstep import submit_batch
+
+    step = _step(openai_env, openai_env)
+    with pytest.raises(ConfigError, match="fallbacks"):
+        submit_batch(step, [{"n": 1}])
+    assert openai_env.requests == []

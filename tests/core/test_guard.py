@@ -108,3 +108,15 @@ def test_map_fails_the_flagged_row_with_its_categories(openai_env: TestServer) -
     assert "harassment" in str(out[1])
     chats = [r for r in openai_env.requests if r.path == "/v1/chat/completions"]
     assert len(chats) == 2
+
+
+def test_batch_refuses_a_guarded_step_instead_of_dropping_the_guard(
+    openai_env: TestServer,
+) -> None:
+    from chatstep import ConfigError, submit_batch
+
+    with pytest.raises(ConfigError) as caught:
+        submit_batch(GUARDED, [{"text": "hello"}])
+    assert caught.value.field == "guard"
+    assert "map" in caught.value.fix
+    assert openai_env.requests == []
