@@ -37,6 +37,14 @@ def _sample(cls: type[errors.ChatstepError]) -> errors.ChatstepError:
         return cls("messages[1].role", "is not a role", "use user or system")
     if issubclass(cls, errors.APIError):
         return cls("POST /chat/completions: busy", **_API_FIELDS)
+    if issubclass(cls, errors.FlaggedContentError):
+        return cls(
+            "guard.input: flagged",
+            stage="input",
+            categories=["violence"],
+            scores={"violence": 0.8},
+            model="omni-moderation-latest",
+        )
     if issubclass(cls, errors.OutputError):
         return cls("not JSON", result={"content": "oops", "usage": {"total_tokens": 3}})
     if issubclass(cls, errors.BudgetExceededError):
@@ -54,7 +62,7 @@ ERROR_CLASSES = [
 
 
 def test_every_error_class_is_sampled() -> None:
-    assert len(ERROR_CLASSES) == 26
+    assert len(ERROR_CLASSES) == 27
     assert all(issubclass(cls, errors.ChatstepError) for cls in ERROR_CLASSES)
 
 

@@ -24,7 +24,8 @@
     │   ├── InvalidJSONError                JSON output (or tool-call arguments) that does not parse
     │   ├── SchemaMismatchError             JSON output that does not match the step's JSON Schema
     │   ├── TruncatedOutputError            the model stopped at max_tokens (finish_reason "length")
-    │   └── MapRowsFailedError              rows of a flow's map task failed
+    │   ├── MapRowsFailedError              rows of a flow's map task failed
+    │   └── FlaggedContentError             a guarded step's input or answer was flagged (.stage)
     ├── BudgetExceededError             the next request would pass the run's cost cap (max_cost)
     ├── StorageError                    a file chatstep writes (output, journal...) failed (.path)
     └── BackendUnavailableError         a backend cannot be used here (e.g. [local] missing)
@@ -53,6 +54,7 @@ __all__ = [
     "ChatstepError",
     "ConfigError",
     "ConflictError",
+    "FlaggedContentError",
     "InternalServerError",
     "InvalidJSONError",
     "InvalidResponseError",
@@ -353,6 +355,32 @@ class TruncatedOutputError(OutputError):
 
 class MapRowsFailedError(OutputError):
     """Rows of a flow's map task failed (each row's error is in the task's output ``rows``)."""
+
+
+class FlaggedContentError(OutputError):
+    """A chat step's ``guard`` found its input or its answer flagged by the Moderation API.
+
+    ``stage`` is ``"input"`` (nothing was sent to the chat model) or ``"output"`` (the answer,
+    paid for, is in ``result``); ``categories`` lists the flagged categories, ``scores`` maps
+    each of them to its highest score (0..1) over the moderated texts; ``model`` is the
+    moderation model.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        stage: str,
+        categories: list[str],
+        scores: dict[str, float],
+        model: str | None = None,
+        result: Any = None,
+    ) -> None:
+        self.stage = stage
+        self.categories = categories
+        self.scores = scores
+        self.model = model
+        super().__init__(message, result=result)
 
 
 class BudgetExceededError(ChatstepError):

@@ -29,6 +29,12 @@ STEP_ONLY = {
     "prompt",
     # the SDK's per-request option `extra_body`, merged into the body
     "extra_body",
+    # checked before sending (accounting/context.check_context_window), never sent
+    "context_window",
+    # other endpoints tried when this one is down (core/fallbacks), never sent
+    "fallbacks",
+    # moderation calls around the request (core/guard), never sent
+    "guard",
 }
 
 # SDK parameters a step cannot set as a typed field, on purpose or not yet. Each can still be

@@ -12,6 +12,7 @@ one table, USD per million tokens::
     output = 1.20                   # text output (required for new models)
     input_audio = 40.0              # audio input tokens (optional: the input price)
     output_audio = 80.0             # audio output tokens (optional: the output price)
+    context_window = 128000         # tokens per request (optional; see accounting.context)
 
 A model id matches its own entry, or the longest entry it extends with a date suffix only
 (``gpt-4o-2024-08-06`` is priced as ``gpt-4o``); the package matches OpenAI's model ids the same
@@ -204,10 +205,13 @@ class PriceTable:
         *,
         checked: str | None = None,
         defaults: bool = True,
+        context_windows: Mapping[str, int] | None = None,
     ) -> None:
         self._prices: dict[str, ModelPrice] = dict(prices or {})
         self.checked = checked if checked is not None else PRICES_CHECKED
         self.defaults = defaults
+        self.context_windows: dict[str, int] = dict(context_windows or {})
+        """Context windows (tokens) the price file sets, over the built-in ones."""
         # Longest first, so gpt-4o-mini-2024-07-18 meets gpt-4o-mini before gpt-4o.
         self._keys = sorted(self._prices, key=len, reverse=True)
 
@@ -242,9 +246,23 @@ class PriceTable:
     def merged(self, overrides: Mapping[str, Mapping[str, Any] | ModelPrice]) -> PriceTable:
         """A new table with ``overrides`` merged over this one's prices, field by field."""
         prices = dict(self._prices)
+        windows = dict(self.context_windows)
         for model, entry in overrides.items():
+            if isinstance(entry, Mapping) and "context_window" in entry:
+                windows[model] = _context_window(model, entry["context_window"])
+                entry = {k: v for k, v in entry.items() if k != "context_window"}
+                if not entry:
+                    continue  # a window alone needs no price
             prices[model] = _merge_entry(model, self.price(model), entry)
-        return PriceTable(prices, checked=self.checked, defaults=self.defaults)
+        return PriceTable(
+            prices, checked=self.checked, defaults=self.defaults, context_windows=windows
+        )
+
+    def context_window(self, model: str) -> int | None:
+        """The context window of ``model`` in tokens (price file, then built-in), or None."""
+        from chatstep.accounting.context import context_window_for
+
+        return context_window_for(model, self.context_windows)
 
     def models(self) -> list[str]:
         """The model ids this table's own entries (the user's overrides) price, sorted."""
@@ -405,6 +423,16 @@ def _parse_toml(path: Path, text: str) -> Any:
 
 _FIELDS = ("input", "cached_input", "output", "input_audio", "output_audio")
 _OPTIONAL = ("cached_input", "input_audio", "output_audio")
+
+
+def _context_window(model: str, raw: Any) -> int:
+    if isinstance(raw, int) and not isinstance(raw, bool) and raw > 0:
+        return raw
+    raise ConfigError(
+        f"models.{model}.context_window",
+        f"must be a positive whole number of tokens, got {raw!r}",
+        "write it as a plain integer, e.g. 128000",
+    )
 
 
 def _merge_entry(

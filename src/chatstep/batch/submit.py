@@ -89,6 +89,19 @@ class _Rendered:
             self.response_format = None  # rows differ: leave every row's answer unparsed
 
 
+def _refuse_per_call_features(step: Any) -> None:
+    # The Batch API sends every line to one endpoint, unattended: no other endpoint can answer
+    # a line and nothing moderates around it, so dropping these fields would be silent.
+    for name, what in (("guard", "moderation guard"), ("fallbacks", "fallbacks")):
+        if getattr(step, name, None):
+            raise ConfigError(
+                name,
+                f"the Batch API cannot apply a step's {what} (each line goes to one endpoint, "
+                "unattended)",
+                f"remove {name} from the step for batch, or run it with map instead",
+            )
+
+
 def _render_rows(
     step: StepSource | None,
     rows: Rows,
@@ -102,12 +115,14 @@ def _render_rows(
     Under ``max_cost`` each row's worst case is added up, and the submission is refused (before
     anything is uploaded) as soon as the sum passes it.
     """
+    from chatstep.accounting.context import check_context_window
     from chatstep.core.runner import AsyncRunner, as_step
 
     out = _Rendered()
     definition = as_step(step) if step is not None else None
     runner = AsyncRunner(secrets=secrets, history=False)
     if definition is not None:
+        _refuse_per_call_features(definition)
         out.key_secret = key_secret_name(definition.api_key)
         out.step_id = definition.id
     seen: set[str] = set()
@@ -123,6 +138,9 @@ def _render_rows(
                 seen.add(custom_id)
                 body = row["body"]
                 endpoint, model = url, str(body["model"])
+                if url.endswith("/chat/completions"):
+                    window = runner.price_table.context_window(model)
+                    check_context_window(body, window, prefix=f"{where}.body")
             else:
                 try:
                     _, request, conn = runner.prepare(definition, row, stream=False)

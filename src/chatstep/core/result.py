@@ -235,6 +235,12 @@ class StepResult(_ResultBase):
 
     parsed: Any = None
     """JSON output (json_object / json_schema) of the first choice, validated; else None."""
+    answered_by: dict[str, Any] | None = None
+    """For a step with ``fallbacks``: the candidate that answered, ``{"candidate": "step" or
+    "fallbacks[i]", "model", "base_url"}`` (``base_url`` "local" for the embedded model)."""
+    fallback_errors: list[dict[str, Any]] = field(default_factory=list)
+    """The candidates tried before it: ``candidate``, ``model``, ``base_url``, ``sent`` (False
+    when skipped because the prompt could not fit) and ``error``."""
 
     def _choices(self) -> list[dict[str, Any]]:
         choices = self.response.get("choices")
@@ -292,6 +298,9 @@ class StepResult(_ResultBase):
         out = super().to_dict()
         out["content"] = self.content
         out["parsed"] = self.parsed
+        if self.answered_by is not None:
+            out["answered_by"] = self.answered_by
+            out["fallback_errors"] = self.fallback_errors
         return out
 
 

@@ -18,10 +18,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from chatstep.accounting.context import check_context_window, context_window_for
 from chatstep.accounting.pricing import Cost
 from chatstep.backends.base import Backend, Reply
 from chatstep.core.connection import BackendPool, Connection, for_local_model, resolve_connection
 from chatstep.core.deadlines import within
+from chatstep.core.fallbacks import has_fallbacks, send_with_fallbacks
+from chatstep.core.guard import has_guard, send_guarded
 from chatstep.core.render import make_context, render_step
 from chatstep.core.request import Request, build_request
 from chatstep.core.response_check import check_response
@@ -107,6 +110,11 @@ def _mirror_function_call(response: dict[str, Any]) -> None:
         if calls and not message.get("function_call"):
             fn = calls[0].get("function") or {}
             message["function_call"] = {"name": fn.get("name"), "arguments": fn.get("arguments")}
+
+
+def _table_window(price_table: Any, model: str) -> int | None:
+    lookup = getattr(price_table, "context_window", None)
+    return lookup(model) if callable(lookup) else context_window_for(model)
 
 
 class AsyncRunner:
@@ -198,13 +206,33 @@ class AsyncRunner:
         definition = as_step(step)
         context = make_context(inputs, outputs, self.secrets)
         rendered = render_step(definition, context, prefix=prefix)
+        request, conn = self.assemble(rendered, stream=stream)
+        if not has_fallbacks(rendered):  # with fallbacks, each candidate is checked in turn
+            self.check_fits(rendered, request, conn, prefix=prefix)
+        return rendered, request, conn
+
+    def assemble(self, rendered: Step, *, stream: bool | None) -> tuple[Request, Connection]:
+        """The request and connection of a rendered step."""
         request = build_request(rendered, stream=stream)
         conn = resolve_connection(rendered, self.secrets)
         if conn.backend == "local" and self._backend is None:
             model = for_local_model(request.model)
             if model != request.model:
                 request = Request(request.endpoint, {**request.body, "model": model})
-        return rendered, request, conn
+        return request, conn
+
+    def check_fits(
+        self, step: Step, request: Request, conn: Connection, *, prefix: str = ""
+    ) -> None:
+        """Raise ``ConfigError`` when a chat request cannot fit its model's context window."""
+        if request.endpoint != "chat.completions" or not isinstance(step, ChatCompletion):
+            return
+        window = step.context_window if isinstance(step.context_window, int) else None
+        source = "the step's context_window"
+        if window is None and conn.backend != "local":  # the embedded model checks its own
+            window = _table_window(self.price_table, request.model)
+            source = "chatstep's context window table or the price file"
+        check_context_window(request.body, window, prefix=prefix, source=source)
 
     async def run(
         self,
@@ -229,7 +257,30 @@ class AsyncRunner:
         *,
         on_delta: DeltaCallback | None = None,
     ) -> AnyResult:
-        """Send a prepared request (cache first, then with retries), build and log the result."""
+        """Send a prepared request (cache first, then with retries), build and log the result.
+
+        A chat step with ``fallbacks`` tries them in order (:mod:`chatstep.core.fallbacks`); one
+        with a ``guard`` is moderated before and after (:mod:`chatstep.core.guard`).
+        """
+
+        async def send(callback: DeltaCallback | None) -> AnyResult:
+            if has_fallbacks(step):
+                return await send_with_fallbacks(self, step, request, conn, callback)
+            return await self.execute_once(step, request, conn, on_delta=callback)
+
+        if has_guard(step):
+            return await send_guarded(self, step, request.body, on_delta, send)
+        return await send(on_delta)
+
+    async def execute_once(
+        self,
+        step: Step,
+        request: Request,
+        conn: Connection,
+        *,
+        on_delta: DeltaCallback | None = None,
+    ) -> AnyResult:
+        """Send to one endpoint (no fallbacks), build the result, log the call to history."""
         started = time.perf_counter()
         result: AnyResult | None = None
         error: Exception | None = None

@@ -210,6 +210,60 @@ def _plain(value: Any) -> Any:
     return value
 
 
+class Fallback(StrictModel):
+    """Where to send a chat step when its primary endpoint stays unavailable: a partial override.
+
+    Unset fields keep the step's own value; ``backend: local`` runs on the embedded model.
+    """
+
+    model: str | None = None
+    base_url: str | None = Field(default=None, alias="baseUrl")
+    api_key: str | None = Field(default=None, alias="apiKey", repr=False)
+    """Prefer ``{{ secret('NAME') }}``; unset: the step's key (or ``OPENAI_API_KEY``)."""
+    organization: str | None = None
+    project: str | None = None
+    backend: Literal["auto", "openai", "local"] | None = None
+    extra_headers: dict[str, str] | None = None
+    timeout: PositiveFloat | None = Field(default=None, alias="clientTimeout")
+    max_retries: NonNegativeInt | None = Field(default=None, alias="maxRetries")
+    context_window: PositiveInt | None = Field(default=None, alias="contextWindow")
+
+    @field_validator("api_key")
+    @classmethod
+    def _remember_key(cls, value: str | None) -> str | None:
+        if value and not looks_like_template(value):
+            register_secret(value)
+        return value
+
+    def overrides(self) -> dict[str, Any]:
+        """The fields this fallback sets, by field name."""
+        return self.model_dump(exclude_none=True, by_alias=False)
+
+
+class Guard(StrictModel):
+    """Moderate a chat step's user input before the call and its answer after it.
+
+    A flagged text raises :class:`~chatstep.errors.FlaggedContentError`. The moderation calls go
+    to the step's own endpoint unless ``base_url`` / ``api_key`` say otherwise (the embedded
+    model cannot moderate).
+    """
+
+    input: bool = True
+    """Moderate the text of the user messages (rendered) before sending."""
+    output: bool = True
+    """Moderate every choice's answer; a streamed answer is held until it passed."""
+    model: str = "omni-moderation-latest"
+    base_url: str | None = Field(default=None, alias="baseUrl")
+    api_key: str | None = Field(default=None, alias="apiKey", repr=False)
+
+    @field_validator("api_key")
+    @classmethod
+    def _remember_key(cls, value: str | None) -> str | None:
+        if value and not looks_like_template(value):
+            register_secret(value)
+        return value
+
+
 class ChatCompletion(StepBase):
     """A chat completion: ``prompt``, or ``messages``, or system_message + chat_history + prompt.
 
@@ -236,6 +290,9 @@ class ChatCompletion(StepBase):
     max_completion_tokens: Templated[PositiveInt] | None = Field(
         default=None, alias="maxCompletionTokens"
     )
+    context_window: Templated[PositiveInt] | None = Field(default=None, alias="contextWindow")
+    """The model's context window in tokens, when the built-in table or the price file is wrong
+    or does not know it; a prompt plus max_tokens that cannot fit fails before sending."""
     presence_penalty: Templated[Penalty] | None = Field(default=None, alias="presencePenalty")
     frequency_penalty: Templated[Penalty] | None = Field(default=None, alias="frequencyPenalty")
     logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = Field(
@@ -274,6 +331,11 @@ class ChatCompletion(StepBase):
     safety_identifier: str | None = None
     extra_body: dict[str, Any] | None = Field(default=None, alias="extraBody")
     """Vendor-specific body fields (vLLM's ``top_k``, Ollama's ``options``...), sent as-is."""
+    guard: Guard | None = None
+    """Moderation of the input before the call and of the answer after it."""
+    fallbacks: Annotated[list[Fallback], Field(max_length=8)] | None = None
+    """Tried in order when the endpoint stays unavailable after its retries (5xx, timeouts,
+    connection errors, 429 beyond the wait limit) or refuses the prompt for context length."""
 
     @field_validator("logit_bias")
     @classmethod
