@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from chatstep.errors import BackendUnavailableError
+from chatstep.errors import BackendUnavailableError, InternalServerError
 
 __all__ = [
     "DEFAULT_N_CTX",
@@ -194,6 +194,15 @@ def _llama_output_to_log() -> Iterator[list[str]]:
                 _llama_logger.debug("%s", line)
 
 
+def _grammar_dead_end() -> InternalServerError:
+    message = (
+        "the local model's output grammar allows no next token (a bug in chatstep or "
+        "llama.cpp: please report the request; a simpler schema may avoid it)"
+    )
+    body = {"message": message, "type": "server_error", "param": None, "code": "grammar_dead_end"}
+    return InternalServerError(message, status_code=500, code="grammar_dead_end", body=body)
+
+
 class _TokenSampler:
     """A llama.cpp sampler chain plus an optional grammar, checked on the chosen token first.
 
@@ -255,7 +264,13 @@ class _TokenSampler:
         self._c.llama_sampler_chain_add(self._chain, sampler)
 
     def sample(self) -> int:
-        """Pick the next token from the logits of the last evaluated token."""
+        """Pick the next token from the logits of the last evaluated token.
+
+        With a grammar, the token is one the grammar allows, checked again right before it is
+        accepted: llama.cpp aborts the whole process (SIGABRT) when its grammar is given a token
+        it refuses. An end-of-generation token is never fed to the grammar; it ends the answer.
+        Raises InternalServerError when the grammar allows no token at all.
+        """
         c = self._c
         ctx = self._model.ctx
         if self._grammar is None:
@@ -264,17 +279,33 @@ class _TokenSampler:
         c.llama_sampler_apply(self._chain, ctypes.byref(candidates))
         token = int(candidates.data[candidates.selected].id)
         if not self._grammar_allows(token):
-            candidates = self._model.candidates(ctx)
-            c.llama_sampler_apply(self._shortlist, ctypes.byref(candidates))
-            c.llama_sampler_apply(self._grammar, ctypes.byref(candidates))
-            if not any(candidates.data[i].logit != float("-inf") for i in range(candidates.size)):
-                candidates = self._model.candidates(ctx)
-                c.llama_sampler_apply(self._grammar, ctypes.byref(candidates))
-            c.llama_sampler_apply(self._chain, ctypes.byref(candidates))
-            token = int(candidates.data[candidates.selected].id)
-        c.llama_sampler_accept(self._grammar, token)
+            token = self._sample_allowed()
+        if not self._model.is_end_of_generation(token):
+            if not self._grammar_allows(token):  # unreachable unless llama.cpp changes
+                raise _grammar_dead_end()
+            c.llama_sampler_accept(self._grammar, token)
         c.llama_sampler_accept(self._chain, token)
         return token
+
+    def _sample_allowed(self) -> int:
+        """Sample among the tokens the grammar allows: the likely ones first, else all."""
+        c = self._c
+        ctx = self._model.ctx
+        candidates = self._model.candidates(ctx)
+        c.llama_sampler_apply(self._shortlist, ctypes.byref(candidates))
+        c.llama_sampler_apply(self._grammar, ctypes.byref(candidates))
+        candidates = self._model.keep_allowed(candidates)
+        if candidates.size == 0:
+            candidates = self._model.candidates(ctx)
+            c.llama_sampler_apply(self._grammar, ctypes.byref(candidates))
+            candidates = self._model.keep_allowed(candidates)
+            if candidates.size == 0:
+                raise _grammar_dead_end()
+        # Only allowed tokens are left, unsorted: the grammar sampler marks refused tokens
+        # -inf but keeps the array's "sorted" flag, so a top-k later in the chain used to keep
+        # 64 refused tokens and sample one of them (the cause of the SIGABRT).
+        c.llama_sampler_apply(self._chain, ctypes.byref(candidates))
+        return int(candidates.data[candidates.selected].id)
 
     def _grammar_allows(self, token: int) -> bool:
         c = self._c
@@ -417,6 +448,16 @@ class LocalModel:
             size=self.n_vocab,
             selected=-1,
             sorted=False,
+        )
+
+    def keep_allowed(self, candidates: Any) -> Any:
+        """The candidates whose logit is not -inf, moved to the front, as an unsorted array."""
+        np = self._np
+        view = np.ctypeslib.as_array(candidates.data, shape=(candidates.size,))
+        kept = view[view["logit"] != -np.inf]  # a copy, so writing it back is safe
+        view[: len(kept)] = kept
+        return self.c.llama_token_data_array(
+            data=candidates.data, size=len(kept), selected=-1, sorted=False
         )
 
     # -- generation (worker thread) ----------------------------------------------------------
