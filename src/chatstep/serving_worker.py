@@ -292,13 +292,20 @@ def main(argv: list[str]) -> int:
     import uvicorn
 
     from chatstep.backends.local.backend import LocalBackend
-    from chatstep.backends.local.model import load_local_model
+    from chatstep.backends.local.model import (
+        LOCAL_MODEL_ID,
+        MODEL_PATH_ENV,
+        installed_models,
+        load_local_model,
+    )
     from chatstep.serving import create_serving_app
 
     path, log_level = argv[0], argv[1] if len(argv) > 1 else "warning"
     threading.Thread(target=_exit_with_parent, daemon=True).start()
     try:
-        load_local_model()
+        names = [LOCAL_MODEL_ID] if os.environ.get(MODEL_PATH_ENV) else installed_models()
+        for name in names or [LOCAL_MODEL_ID]:  # none installed: fail with the install hint
+            load_local_model(name)
     except BackendUnavailableError as exc:
         print(f"error: {exc}", flush=True)
         return WORKER_UNAVAILABLE_EXIT

@@ -60,13 +60,15 @@ def test_serve_answers_the_openai_client(start_serve: Any) -> None:
     served = start_serve()
     served.wait_until_serving()
     client = openai.OpenAI(base_url=served.base_url, api_key="unused", max_retries=0)
-    assert [model.id for model in client.models.list()] == ["gemma-3-270m"]
+    names = ["gemma-3-270m", "smollm2-135m-instruct"]
+    assert [model.id for model in client.models.list()] == names
     answer = client.chat.completions.create(
         model="local", messages=[{"role": "user", "content": "Hi"}], max_tokens=3
     )
     assert answer.usage is not None
     assert answer.usage.completion_tokens <= 3
-    assert "Serving gemma-3-270m at http://127.0.0.1:" in served.log_path.read_text()
+    banner = "Serving gemma-3-270m, smollm2-135m-instruct at http://127.0.0.1:"
+    assert banner in served.log_path.read_text()
     assert "any API key" in served.log_path.read_text()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 from typing import Annotated
 
 import typer
@@ -57,7 +58,7 @@ def serve(
         ),
     ] = False,
 ) -> None:
-    """Serve the local model (gemma-3-270m) as an OpenAI-compatible API under /v1.
+    """Serve the local models (gemma-3-270m, smollm2-135m-instruct) as an OpenAI API under /v1.
 
     Point any OpenAI client at http://HOST:PORT/v1. On loopback any API key works unless
     --api-key is given. The model runs in a worker process: if it dies, the requests in flight
@@ -65,7 +66,12 @@ def serve(
     Exits 2 for a non-loopback --host without --api-key or --no-auth, 7 without the [local] extra.
     """
     # Imported here so that `chatstep --help` never loads uvicorn or llama.cpp.
-    from chatstep.backends.local.model import INSTALL_HINT, LOCAL_MODEL_ID
+    from chatstep.backends.local.model import (
+        INSTALL_HINT,
+        LOCAL_MODEL_ID,
+        MODEL_PATH_ENV,
+        installed_models,
+    )
     from chatstep.errors import BackendUnavailableError
 
     if api_key is not None and not api_key.strip():
@@ -104,8 +110,9 @@ def serve(
         auth = "any API key"
     else:
         auth = "NO AUTHENTICATION: anyone who can reach it can use it"
+    names = [LOCAL_MODEL_ID] if os.environ.get(MODEL_PATH_ENV) else installed_models()
     typer.echo(
-        f"Serving {LOCAL_MODEL_ID} at http://{host}:{port}/v1 (OpenAI-compatible, {auth})",
+        f"Serving {', '.join(names)} at http://{host}:{port}/v1 (OpenAI-compatible, {auth})",
         err=True,
     )
     try:

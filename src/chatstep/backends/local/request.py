@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import secrets
 from collections.abc import Mapping, Sequence
@@ -17,7 +18,14 @@ from functools import lru_cache
 from typing import Any, Literal
 
 from chatstep.backends.base import JSON
-from chatstep.backends.local.model import LOCAL_MODEL_ID, Sampling
+from chatstep.backends.local.model import (
+    INSTRUCT_MODEL_ID,
+    LOCAL_MODEL_ID,
+    LOCAL_MODELS,
+    MODEL_PATH_ENV,
+    Sampling,
+    installed_models,
+)
 from chatstep.errors import APIError, BadRequestError, NotFoundError
 
 __all__ = [
@@ -28,13 +36,14 @@ __all__ = [
     "Tool",
     "bad_request",
     "choice_grammar",
+    "default_model",
     "json_object_grammar",
     "read_chat_request",
     "read_embedding_request",
     "schema_grammar",
 ]
 
-LOCAL_MODEL_ALIASES = (LOCAL_MODEL_ID, f"local/{LOCAL_MODEL_ID}", "local")
+LOCAL_MODEL_ALIASES = (*LOCAL_MODELS, *(f"local/{name}" for name in LOCAL_MODELS), "local")
 Mode = Literal["text", "json", "tool", "function"]
 _TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _ANY_OBJECT: JSON = {"type": "object", "properties": {}}
@@ -72,19 +81,35 @@ def bad_request(message: str, *, param: str | None, code: str | None = None) -> 
 # -- reading the request --------------------------------------------------------------------
 
 
-def check_model(body: Mapping[str, Any]) -> None:
+def check_model(body: Mapping[str, Any]) -> str | None:
+    """The embedded model a body names, or None for ``local`` (the default for its task)."""
     model = body.get("model")
     if model is None:
         raise bad_request(
-            f'model: missing (use "{LOCAL_MODEL_ID}" for the local model)', param="model"
+            f'model: missing (use "local", or one of {", ".join(LOCAL_MODELS)})', param="model"
         )
     if model not in LOCAL_MODEL_ALIASES:
         names = ", ".join(f'"{name}"' for name in LOCAL_MODEL_ALIASES)
         message = (
-            f"model: {model!r} does not exist in the local backend; it serves only "
-            f"{LOCAL_MODEL_ID} (use one of {names}, or configure an OpenAI-compatible endpoint)"
+            f"model: {model!r} does not exist in the local backend; it serves "
+            f"{' and '.join(LOCAL_MODELS)} (use one of {names}, or configure an "
+            "OpenAI-compatible endpoint)"
         )
         raise _error(NotFoundError, message, 404, "model", "model_not_found")
+    return None if model == "local" else str(model).removeprefix("local/")
+
+
+def default_model(mode: Mode) -> str:
+    """The model ``local`` stands for: the instruct model for text, when it is installed.
+
+    Chosen from ``bench/local_eval.py``'s figures (see the README): SmolLM2 135M Instruct
+    follows instructions; for JSON and tool calls Gemma 3 270M is kept (see the table).
+    """
+    if os.environ.get(MODEL_PATH_ENV):  # one GGUF file stands in for every model
+        return LOCAL_MODEL_ID
+    if mode == "text" and INSTRUCT_MODEL_ID in installed_models():
+        return INSTRUCT_MODEL_ID
+    return LOCAL_MODEL_ID
 
 
 def _number(body: Mapping[str, Any], key: str, low: float, high: float) -> float | None:
@@ -360,6 +385,7 @@ class ChatRequest:
 
     turns: list[dict[str, str]]
     sampling: Sampling
+    model: str
     n: int
     max_tokens: int | None
     stop: list[str]
@@ -407,7 +433,7 @@ def read_chat_request(body: Any) -> ChatRequest:
     """Validate a ``/chat/completions`` body for the local model."""
     if not isinstance(body, dict):
         raise bad_request(f"the request body must be a JSON object, got {body!r}", param=None)
-    check_model(body)
+    named = check_model(body)
     _check_unsupported(body)
     turns = _conversation(body.get("messages"))
     sampling = _sampling(body)
@@ -433,6 +459,7 @@ def read_chat_request(body: Any) -> ChatRequest:
     return ChatRequest(
         turns=turns,
         sampling=sampling,
+        model=named or default_model(mode),
         n=n,
         max_tokens=max_tokens,
         stop=stop,
@@ -451,13 +478,14 @@ class EmbeddingRequest:
     texts: list[str]
     dimensions: int | None
     base64: bool
+    model: str = LOCAL_MODEL_ID
 
 
 def read_embedding_request(body: Any) -> EmbeddingRequest:
     """Validate an ``/embeddings`` body for the local model."""
     if not isinstance(body, dict):
         raise bad_request(f"the request body must be a JSON object, got {body!r}", param=None)
-    check_model(body)
+    model = check_model(body) or LOCAL_MODEL_ID
     raw = body.get("input")
     texts = [raw] if isinstance(raw, str) else raw
     if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
@@ -477,7 +505,7 @@ def read_embedding_request(body: Any) -> EmbeddingRequest:
             f"encoding_format: expected 'float' or 'base64', got {encoding!r}",
             param="encoding_format",
         )
-    return EmbeddingRequest(texts, _integer(body, "dimensions", 1), encoding == "base64")
+    return EmbeddingRequest(texts, _integer(body, "dimensions", 1), encoding == "base64", model)
 
 
 # -- grammars --------------------------------------------------------------------------------
@@ -614,7 +642,8 @@ def schema_grammar(schema: Mapping[str, Any], param: str) -> str:
     """
     try:
         enforceable = _enforceable(schema, param)
-        grammar = _grammar_for_schema(json.dumps(enforceable, sort_keys=True))
+        # In the schema's own order: a model decides the first properties first.
+        grammar = _grammar_for_schema(json.dumps(enforceable))
     except _Unenforceable as exc:
         raise bad_request(
             f"{exc} (the local model's grammar enforces objects, arrays, strings, enums, "
