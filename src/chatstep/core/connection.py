@@ -77,7 +77,7 @@ def _local_notice() -> str:
     from chatstep.backends.local.model import INSTRUCT_MODEL_ID, MODEL_PATH_ENV, installed_models
 
     if INSTRUCT_MODEL_ID in installed_models() and not os.environ.get(MODEL_PATH_ENV):
-        return f"{INSTRUCT_MODEL_ID} for text, {LOCAL_MODEL_NAME} for JSON and tool calls"
+        return INSTRUCT_MODEL_ID
     return LOCAL_MODEL_NAME
 
 
