@@ -12,12 +12,14 @@ Backend errors become the HTTP status they stand for, with an OpenAI error body
 ``{"error": {"message", "type", "param", "code"}}``, so the official clients raise their usual
 exceptions. A client that disconnects mid-stream closes the backend's stream, which stops the
 generation. The timeout given to the backend is the client's own (the OpenAI SDKs send it as
-``X-Stainless-Read-Timeout``), else the app's default. There is no authentication: bind it to
-localhost, or put it behind a proxy that checks keys.
+``X-Stainless-Read-Timeout``), else the app's default. With ``api_key`` set, every request must
+send ``Authorization: Bearer KEY`` (compared in constant time; anything else is a 401); without
+it there is no authentication, so bind to localhost or put a proxy that checks keys in front.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import math
@@ -46,7 +48,7 @@ if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.responses import Response
 
-__all__ = ["DEFAULT_TIMEOUT", "create_serving_app", "error_status"]
+__all__ = ["DEFAULT_TIMEOUT", "BearerAuthMiddleware", "create_serving_app", "error_status"]
 
 DEFAULT_TIMEOUT = 600.0
 _logger = logging.getLogger("chatstep.serving")
@@ -191,10 +193,44 @@ async def _events(chunks: AsyncIterator[JSON]) -> AsyncIterator[bytes]:
         await _close(chunks)
 
 
-def create_serving_app(backend: Backend, *, timeout: float = DEFAULT_TIMEOUT) -> Starlette:
+class BearerAuthMiddleware:
+    """ASGI middleware: HTTP requests must carry ``Authorization: Bearer <api_key>``.
+
+    The key is compared in constant time; a missing or wrong key gets a 401 with an OpenAI
+    error body (the official clients raise AuthenticationError). The key is never logged.
+    """
+
+    def __init__(self, app: Any, api_key: str) -> None:
+        self._app = app
+        self._expected = f"Bearer {api_key}".encode()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        sent = dict(scope.get("headers") or []).get(b"authorization", b"")
+        if hmac.compare_digest(sent, self._expected):
+            await self._app(scope, receive, send)
+            return
+        from starlette.responses import JSONResponse
+
+        message = (
+            "Incorrect or missing API key: this server requires the key given to "
+            "`chatstep serve --api-key`, sent as `Authorization: Bearer KEY` (the OpenAI "
+            "clients' api_key)"
+        )
+        error = {"message": message, "type": "invalid_request_error", "param": None}
+        response = JSONResponse({"error": {**error, "code": "invalid_api_key"}}, status_code=401)
+        await response(scope, receive, send)
+
+
+def create_serving_app(
+    backend: Backend, *, timeout: float = DEFAULT_TIMEOUT, api_key: str | None = None
+) -> Starlette:
     """A Starlette app serving ``backend`` under ``/v1`` with the OpenAI HTTP API's shapes.
 
     ``timeout`` (seconds) is given to the backend when the client sends no timeout of its own.
+    ``api_key``: when set, requests must send it as a bearer token (else 401).
     """
     from starlette.applications import Starlette
     from starlette.background import BackgroundTask
@@ -278,4 +314,7 @@ def create_serving_app(backend: Backend, *, timeout: float = DEFAULT_TIMEOUT) ->
         Route("/v1/models", models, methods=["GET"]),
         Route("/v1/models/{model:path}", model, methods=["GET"]),
     ]
-    return Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+    if api_key is not None:
+        app.add_middleware(BearerAuthMiddleware, api_key=api_key)
+    return app

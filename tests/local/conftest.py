@@ -124,3 +124,90 @@ def tokens_once_idle(local_model: Any) -> Callable[[], int]:
     near the prompt size instead of growing to the prompt plus ``max_tokens``.
     """
     return lambda: int(local_model.submit(lambda: local_model.llama.n_tokens).result())
+
+
+# `register` is wired into `chatstep` by cli/app.py; a bare app keeps the serve tests independent.
+SERVE_PROGRAM = (
+    "import typer\n"
+    "from chatstep.cli.serve import register\n"
+    "app = typer.Typer()\n"
+    "app.callback()(lambda: None)\n"
+    "register(app)\n"
+    "app()\n"
+)
+
+
+class ServeProcess:
+    """``chatstep serve`` as a real process on a free port, its log in ``log_path``."""
+
+    def __init__(self, log_path: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        import subprocess
+        import sys
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = int(sock.getsockname()[1])
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        self.log_path = log_path
+        self._log = log_path.open("w+")
+        command = [sys.executable, "-c", SERVE_PROGRAM, "serve", "--port", str(self.port)]
+        self.process = subprocess.Popen(
+            [*command, "--log-level", "warning", *args],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        )
+
+    def wait_until_serving(self, api_key: str = "unused") -> None:
+        import openai
+
+        client = openai.OpenAI(base_url=self.base_url, api_key=api_key, max_retries=0)
+        while True:  # the model loads in the worker before the port opens
+            assert self.process.poll() is None, self.log_path.read_text()
+            try:
+                client.models.list()
+                return
+            except openai.APIConnectionError:
+                time.sleep(0.2)
+
+    def worker_pids(self) -> list[int]:
+        """The server's child processes (its model worker; none while it restarts)."""
+        # Each thread lists the children it started (a restarted worker comes from a thread).
+        tasks = Path(f"/proc/{self.process.pid}/task").iterdir()
+        return [int(pid) for task in tasks for pid in (task / "children").read_text().split()]
+
+    def worker_pid(self) -> int:
+        """The model worker's process id (the server's one child)."""
+        children = self.worker_pids()
+        assert len(children) == 1, children
+        return children[0]
+
+    def wait_for_new_worker(self, old: int) -> int:
+        """Wait until the dead worker ``old`` is replaced by a listening one; its id."""
+        while True:
+            assert self.process.poll() is None, self.log_path.read_text()
+            children = self.worker_pids()
+            if len(children) == 1 and children[0] != old:
+                self.wait_until_serving()
+                return children[0]
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait()
+        self._log.close()
+
+
+@pytest.fixture
+def start_serve(tmp_path: Path) -> Iterator[Callable[..., ServeProcess]]:
+    """Start ``chatstep serve`` processes (stopped after the test): ``start_serve(*args)``."""
+    started: list[ServeProcess] = []
+
+    def start(*args: str, env: dict[str, str] | None = None) -> ServeProcess:
+        served = ServeProcess(tmp_path / f"serve{len(started)}.log", *args, env=env)
+        started.append(served)
+        return served
+
+    yield start
+    for served in started:
+        served.stop()

@@ -125,14 +125,25 @@ def test_chat_completion_is_openai_shaped_with_real_token_counts(
         assert usage["completion_tokens"] <= 8
 
 
-def test_every_model_alias_answers_as_gemma(backend: LocalBackend) -> None:
-    assert set(LOCAL_MODEL_ALIASES) == {"gemma-3-270m", "local/gemma-3-270m", "local"}
-    contents = set()
-    for alias in LOCAL_MODEL_ALIASES:
+def test_every_model_name_answers_as_that_model(backend: LocalBackend) -> None:
+    assert set(LOCAL_MODEL_ALIASES) == {
+        "gemma-3-270m",
+        "local/gemma-3-270m",
+        "smollm2-135m-instruct",
+        "local/smollm2-135m-instruct",
+        "local",
+    }
+    for alias in ("gemma-3-270m", "local/gemma-3-270m"):
+        assert complete(backend, chat(model=alias, max_tokens=4))["model"] == "gemma-3-270m"
+    for alias in ("smollm2-135m-instruct", "local/smollm2-135m-instruct"):
         body = complete(backend, chat(model=alias, max_tokens=4))
-        assert body["model"] == "gemma-3-270m"
-        contents.add(body["choices"][0]["message"]["content"])
-    assert len(contents) == 1
+        assert body["model"] == "smollm2-135m-instruct"
+
+
+def test_local_picks_the_instruct_model(backend: LocalBackend) -> None:
+    assert complete(backend, chat(model="local", max_tokens=4))["model"] == "smollm2-135m-instruct"
+    as_json = chat(model="local", max_tokens=8, response_format={"type": "json_object"})
+    assert complete(backend, as_json)["model"] == "smollm2-135m-instruct"
 
 
 def test_same_seed_gives_the_same_answer(backend: LocalBackend) -> None:
@@ -413,7 +424,7 @@ def test_moderation_is_unavailable_with_a_hint(backend: LocalBackend) -> None:
 def test_list_models(backend: LocalBackend, spec: Any) -> None:
     body = asyncio.run(backend.list_models(timeout=5)).body
     assert spec.errors("ListModelsResponse", body) == []
-    assert [model["id"] for model in body["data"]] == ["gemma-3-270m"]
+    assert [model["id"] for model in body["data"]] == ["gemma-3-270m", "smollm2-135m-instruct"]
     assert body["data"][0]["owned_by"] == "chatstep-local"
 
 
@@ -507,7 +518,7 @@ def test_missing_packages_name_the_install_command(blocked: str) -> None:
         f"sys.modules[{blocked!r}] = None  # as if it were not installed\n"
         "from chatstep.backends.local.backend import LocalBackend\n"
         "from chatstep.errors import BackendUnavailableError\n"
-        "body = {'model': 'local', 'messages': [{'role': 'user', 'content': 'hi'}]}\n"
+        "body = {'model': 'gemma-3-270m', 'messages': [{'role': 'user', 'content': 'hi'}]}\n"
         "backend = LocalBackend()\n"
         "for call in (backend.complete(body, timeout=5), backend.list_models(timeout=5)):\n"
         "    try:\n"
@@ -544,5 +555,5 @@ def test_loading_the_model_keeps_llama_cpp_off_stderr(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stderr.splitlines() == [
-        "chatstep: no OPENAI_API_KEY: using the embedded local model gemma-3-270m"
+        "chatstep: no OPENAI_API_KEY: using the embedded local model smollm2-135m-instruct"
     ]

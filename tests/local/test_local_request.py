@@ -104,3 +104,36 @@ def test_unknown_models_and_embedding_inputs() -> None:
         read_embedding_request({"model": "local", "input": "x", "encoding_format": "hex"})
     request = read_embedding_request({"model": "local", "input": "x", "dimensions": 8})
     assert (request.texts, request.dimensions, request.base64) == (["x"], 8, False)
+
+
+def test_schema_grammars_enforce_json_strings_declared_keys_and_integer_ranges() -> None:
+    from chatstep.backends.local.request import schema_grammar
+
+    schema = {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "stars": {"type": "integer", "minimum": 1, "maximum": 5},
+            "count": {"type": "integer", "minimum": 0},
+            "score": {"type": "number", "minimum": 0, "maximum": 1},
+        },
+        "required": ["stars", "name"],
+        "additionalProperties": True,
+    }
+    grammar = schema_grammar(schema, "tools[t].parameters")
+    rules = dict(line.split(" ::= ", 1) for line in grammar.splitlines() if " ::= " in line)
+    # JSON strings hold no raw control characters (a raw newline made answers unparsable).
+    assert rules["char"].startswith('[^"\\\\\\x7F\\x00-\\x1F]')
+    # Declared properties only: the extra-key rule also matched declared names.
+    assert not any(name.startswith("additional") for name in rules)
+    assert rules["stars"] == '"1" | "2" | "3" | "4" | "5"'
+    assert rules["count"] == "chatstep-uint0"
+    assert rules["score"] == "chatstep-unit"
+    # Properties keep the schema's order, so the model decides the first ones first.
+    triage = {
+        "type": "object",
+        "properties": {"urgency": {"enum": ["now", "later"]}, "reply": {"type": "string"}},
+        "required": ["urgency", "reply"],
+    }
+    root = next(line for line in schema_grammar(triage, "p").splitlines() if "root" in line)
+    assert root.index("urgency-kv") < root.index("reply-kv")

@@ -125,7 +125,8 @@ def test_embeddings_over_http(client: openai.OpenAI, local_model: Any) -> None:
 
 
 def test_models_over_http(client: openai.OpenAI) -> None:
-    assert [model.id for model in client.models.list()] == ["gemma-3-270m"]
+    names = ["gemma-3-270m", "smollm2-135m-instruct"]
+    assert [model.id for model in client.models.list()] == names
     assert client.models.retrieve("gemma-3-270m").owned_by == "chatstep-local"
     with pytest.raises(openai.NotFoundError):
         client.models.retrieve("gpt-4o")

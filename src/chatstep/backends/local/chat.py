@@ -18,7 +18,6 @@ from typing import Any
 
 from chatstep.backends.base import JSON
 from chatstep.backends.local.model import (
-    LOCAL_MODEL_ID,
     N_CTX_ENV,
     Generation,
     LocalModel,
@@ -292,7 +291,7 @@ def completion_body(job: ChatJob, outcome: ChatOutcome) -> JSON:
         "id": f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion",
         "created": int(time.time()),
-        "model": LOCAL_MODEL_ID,
+        "model": job.request.model,
         "choices": choices,
         "usage": _usage(outcome),
     }
@@ -308,7 +307,7 @@ class ChunkBuilder:
             "id": f"chatcmpl-{uuid.uuid4().hex}",
             "object": "chat.completion.chunk",
             "created": int(time.time()),
-            "model": LOCAL_MODEL_ID,
+            "model": job.request.model,
         }
         self._tools: dict[int, Tool | None] = {}
 

