@@ -267,3 +267,32 @@ async def _test_reset_headers_near_a_minute_keep_the_minute() -> None:
     start = t.now
     await rl.acquire(chat())
     assert t.now - start == pytest.approx(0.1, abs=0.01)  # 600 per minute: one per 0.1 s
+
+
+def test_tokens_are_counted_only_once_a_token_limit_is_known() -> None:
+    asyncio.run(_test_tokens_are_counted_only_once_a_token_limit_is_known())
+
+
+async def _test_tokens_are_counted_only_once_a_token_limit_is_known() -> None:
+    # Counting loads a tokenizer vocabulary (~70 MB): not worth it with no limit to count for.
+    t = FakeTime()
+    counted: list[Request] = []
+
+    def estimate(request: Request) -> int:
+        counted.append(request)
+        return 10
+
+    rl = limiter(t, estimate=estimate)
+    first = chat()
+    await rl.acquire(first)
+    rl.observe_headers({}, first)
+    for _ in range(5):
+        await rl.acquire(chat())
+    assert counted == []
+    second = chat()
+    await rl.acquire(second)
+    rl.observe_headers(
+        {"x-ratelimit-limit-tokens": "1000", "x-ratelimit-remaining-tokens": "990"}, second
+    )
+    await rl.acquire(chat())
+    assert len(counted) == 1

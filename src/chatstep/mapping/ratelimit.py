@@ -194,10 +194,12 @@ class RateLimiter:
 
     async def acquire(self, request: Request) -> None:
         """Wait until the request fits the budgets (and any pause is over), then take it."""
-        cost = float(self._estimate(request))
         started = self._clock()
         async with self._lock:
             await self._wait_for_probe()
+            # No token limit known (none configured, none learned): counting tokens would only
+            # load a tokenizer vocabulary (~70 MB) for nothing.
+            cost = float(self._estimate(request)) if self._tokens is not None else 0.0
             while True:
                 now = self._clock()
                 wait = self._pause_until - now

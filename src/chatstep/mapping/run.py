@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -35,7 +36,13 @@ from chatstep.errors import (
     PermissionDeniedError,
 )
 from chatstep.mapping.columns import OutputShape, error_record, result_record
-from chatstep.mapping.journal import JournalMismatchError, RowStatus, RunJournal, row_hash
+from chatstep.mapping.journal import (
+    JournalCursor,
+    JournalMismatchError,
+    RowStatus,
+    RunJournal,
+    row_hash,
+)
 from chatstep.mapping.options import (
     MapOptions,
     RowSource,
@@ -72,14 +79,14 @@ class _Job:
 
 @dataclass
 class _Slot:
-    """A finished row waiting for its turn: its record, or (``from_journal``) read then.
+    """A finished row waiting for its turn: its record, or the journal's record as JSON text.
 
     ``stop``: the run ends before this row (``--max-cost``, or an error that stops the run).
     """
 
     row: Mapping[str, Any]
     record: dict[str, Any] | None = None
-    from_journal: bool = False
+    journal_json: str | None = None
     stop: bool = False
 
 
@@ -188,21 +195,20 @@ class MapRun:
             runner.run_id = journal.run_id
         tasks: list[asyncio.Task[None]] = []
         try:
-            finished = journal.finished() if journal is not None else {}
-            self.stats.journaled = len(finished)
             if journal is not None:
+                self.stats.journaled = journal.count()
                 self.stats.journal_cost = journal.spent()
             budget = CostBudget(self.options.max_cost, spent=self.stats.journal_cost)
             queue: asyncio.Queue[_Job | None] = asyncio.Queue(maxsize=self.options.concurrency)
             window = asyncio.Semaphore(self.options.window)
-            ctx = _RunContext(runner, journal, budget, finished)
+            ctx = _RunContext(runner, journal, budget, JournalCursor(journal))
             tasks.append(asyncio.ensure_future(self._guard(self._produce(ctx, queue, window))))
             for _ in range(self.options.concurrency):
                 tasks.append(asyncio.ensure_future(self._guard(self._work(ctx, queue))))
             if self._progress is not None:
                 self._progress.start(self.stats)
                 tasks.append(asyncio.ensure_future(self._tick()))
-            async for row in self._hand_out(journal, window):
+            async for row in self._hand_out(window):
                 yield row
             if self._failure is not None:
                 raise self._failure
@@ -242,9 +248,7 @@ class MapRun:
             if self._progress is not None:
                 self._progress.refresh(self.stats)
 
-    async def _hand_out(
-        self, journal: RunJournal | None, window: asyncio.Semaphore
-    ) -> AsyncIterator[dict[str, Any]]:
+    async def _hand_out(self, window: asyncio.Semaphore) -> AsyncIterator[dict[str, Any]]:
         """Output rows in input order, as soon as each one's turn comes."""
         index = 0
         while True:
@@ -260,9 +264,8 @@ class MapRun:
             if slot.stop:
                 return
             record = slot.record
-            if record is None and journal is not None:
-                entry = journal.get(index)
-                record = entry.record if entry is not None else {}
+            if record is None and slot.journal_json is not None:
+                record = json.loads(slot.journal_json)
             yield self.shape.row(slot.row, record or {})
             index += 1
             window.release()
@@ -306,10 +309,10 @@ class MapRun:
     ) -> _Job | str | None:
         """A job to send; None when the row finished without a request; a reason to stop."""
         input_hash = row_hash(row)
-        earlier = ctx.finished.get(index)
+        earlier = ctx.finished.lookup(index)
         if earlier is not None:
-            status, old_hash = earlier
-            if old_hash != input_hash:
+            status = earlier.status
+            if earlier.input_hash != input_hash:
                 raise JournalMismatchError(
                     "--rows",
                     f"row {index} differs from the row the journal recorded: the input "
@@ -322,7 +325,7 @@ class MapRun:
                     self.stats.done += 1
                 else:
                     self.stats.failed += 1
-                self._put(index, _Slot(row, from_journal=True))
+                self._put(index, _Slot(row, journal_json=earlier.record_json))
                 return None
         try:
             inputs = {**self.options.inputs, **row} if self.options.inputs else row
@@ -407,7 +410,8 @@ class _RunContext:
     runner: AsyncRunner
     journal: RunJournal | None
     budget: CostBudget
-    finished: dict[int, tuple[RowStatus, str]]
+    finished: JournalCursor
+    """The journal's finished rows, read in input order beside the input."""
     abort: APIError | None = None
 
 
