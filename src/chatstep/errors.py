@@ -166,8 +166,9 @@ class APIError(ChatstepError):
     The fields form the normalized failure record the retry policy decides on: ``status_code``
     (``None`` when no status arrived), ``code`` (the body's error code), ``request_id``,
     ``retry_after`` (seconds, from ``retry-after-ms`` / ``retry-after``), ``should_retry`` (the
-    ``x-should-retry`` header: ``True``/``False``, or ``None`` when absent) and ``body`` (the
-    error body, redacted).
+    ``x-should-retry`` header: ``True``/``False``, or ``None`` when absent), ``body`` (the
+    error body, redacted) and ``rate_limits`` (the answer's ``x-ratelimit-*`` headers, names in
+    lower case, or None: a 429 tells the limits and what is left of them too).
     """
 
     def __init__(
@@ -180,8 +181,10 @@ class APIError(ChatstepError):
         retry_after: float | None = None,
         should_retry: bool | None = None,
         body: Any = None,
+        rate_limits: dict[str, str] | None = None,
     ) -> None:
         self.status_code = status_code
+        self.rate_limits = rate_limits
         self.code = code
         self.request_id = request_id
         self.retry_after = retry_after

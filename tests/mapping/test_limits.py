@@ -296,3 +296,22 @@ async def _test_tokens_are_counted_only_once_a_token_limit_is_known() -> None:
     )
     await rl.acquire(chat())
     assert len(counted) == 1
+
+
+def test_a_429_tells_the_limits_too() -> None:
+    asyncio.run(_test_a_429_tells_the_limits_too())
+
+
+async def _test_a_429_tells_the_limits_too() -> None:
+    t = FakeTime()
+    rl = limiter(t)
+    await rl.acquire(chat())
+    headers = {
+        "x-ratelimit-limit-requests": "600",
+        "x-ratelimit-remaining-requests": "0",
+        "x-ratelimit-limit-tokens": "90000",
+        "x-ratelimit-remaining-tokens": "12",
+    }
+    rl.observe_failure(RateLimitError("429", status_code=429, retry_after=0.5, rate_limits=headers))
+    assert (rl.rpm, rl.tpm) == (600, 90000)
+    assert rl.paused_for == pytest.approx(0.5)

@@ -61,6 +61,10 @@ def error_from_sdk(exc: Exception, method: str, path: str) -> APIError:
             request_id=headers.get("x-request-id"),
             retry_after=parse_retry_after(headers),
             body=body or None,
+            rate_limits={
+                k.lower(): v for k, v in headers.items() if k.lower().startswith("x-ratelimit-")
+            }
+            or None,
         )
     if isinstance(exc, openai.APIConnectionError):
         cause = exc.__cause__ or exc

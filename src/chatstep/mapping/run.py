@@ -230,6 +230,7 @@ class MapRun:
     def _sync_limiter_stats(self) -> None:
         self.stats.requests = self.limiter.stats.requests
         self.stats.rate_limited = self.limiter.stats.rate_limited
+        self.stats.token_factor = self.limiter.token_factor
 
     async def _guard(self, work: Any) -> None:
         try:
