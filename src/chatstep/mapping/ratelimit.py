@@ -210,6 +210,8 @@ class RateLimiter:
         self._anchor: _Anchor | None = None
         self._ratios: collections.deque[float] = collections.deque(maxlen=_FACTOR_INTERVALS)
         self._clean_after = 0.0
+        # A pool sharing one budget sees other processes' charges in ``remaining``: no ratio.
+        self._learn_factor = True
 
     # -- the budget ------------------------------------------------------------------------
 
@@ -260,17 +262,21 @@ class RateLimiter:
                 self._requests.level -= 1.0
             if self._tokens is not None:
                 self._tokens.level -= cost
-            self._total_requests += 1.0
-            self._total_tokens += cost
-            self._raw_tokens += raw
-            self._sent[id(request)] = _Sent(
-                now, self._total_requests, self._total_tokens, self._raw_tokens
-            )
-            if self._probing:
-                self._probe_sent = True
+            self._record_sent(request, raw, cost, now)
         self.stats.requests += 1
         self.stats.tokens += int(cost)
         self.stats.waited_seconds += max(0.0, now - started)
+
+    def _record_sent(self, request: Request, raw: float, cost: float, now: float) -> None:
+        """Count a request let through (``raw`` tokens estimated, ``cost`` budgeted)."""
+        self._total_requests += 1.0
+        self._total_tokens += cost
+        self._raw_tokens += raw
+        self._sent[id(request)] = _Sent(
+            now, self._total_requests, self._total_tokens, self._raw_tokens
+        )
+        if self._probing:
+            self._probe_sent = True
 
     async def _wait_for_probe(self) -> None:
         while self._probing and self._probe_sent:
@@ -309,6 +315,7 @@ class RateLimiter:
             # budgeted at the learned ratio instead of meeting the wall.
             if (
                 self._tokens is not None
+                and self._learn_factor
                 and sent is not None
                 and len(self._ratios) < _FACTOR_MIN_INTERVALS
                 and self._probes < _FACTOR_MIN_INTERVALS + 1
@@ -347,7 +354,7 @@ class RateLimiter:
                 self.stats.learned_tpm = bucket.limit if bucket.learned else None
         if bucket is None or remaining is None or sent is None:
             return
-        if kind == "tokens":
+        if kind == "tokens" and self._learn_factor:
             self._calibrate(bucket, remaining, sent)
         if sent.at <= self._synced_at:
             return

@@ -53,6 +53,7 @@ from chatstep.mapping.options import (
 )
 from chatstep.mapping.progress import MapProgress, MapStats
 from chatstep.mapping.ratelimit import RateLimiter, observe_failures
+from chatstep.mapping.shared_budget import RedisBudget, SharedRateLimiter
 from chatstep.steps.definitions import Step
 
 if TYPE_CHECKING:
@@ -131,9 +132,7 @@ class MapRun:
             prefix=self.options.prefix,
         )
         self.stats = MapStats(total=total)
-        self.limiter = RateLimiter(
-            rpm=self.options.rpm, tpm=self.options.tpm, learn=self.options.learn_limits
-        )
+        self.limiter = _make_limiter(self.options)
         self._runner = runner
         self._progress = progress
         self._price_table = price_table
@@ -195,6 +194,8 @@ class MapRun:
             runner.run_id = journal.run_id
         tasks: list[asyncio.Task[None]] = []
         try:
+            if isinstance(self.limiter, SharedRateLimiter):
+                await self.limiter.budget.check()  # fail closed before anything is sent
             if journal is not None:
                 self.stats.journaled = journal.count()
                 self.stats.journal_cost = journal.spent()
@@ -224,6 +225,8 @@ class MapRun:
             try:
                 if own_runner:
                     await runner.aclose()
+                if isinstance(self.limiter, SharedRateLimiter):
+                    await self.limiter.aclose()
             finally:
                 self.close()
 
@@ -404,6 +407,14 @@ class MapRun:
         if job is not None and ctx.budget.limit is not None:
             ctx.budget.settle(job.reserved, cost)
         self._put(index, _Slot(row, record=record))
+
+
+def _make_limiter(options: MapOptions) -> RateLimiter:
+    """This run's own limiter, or one drawing from the shared ``budget``."""
+    rpm, tpm, learn = options.rpm, options.tpm, options.learn_limits
+    if options.budget is None:
+        return RateLimiter(rpm=rpm, tpm=tpm, learn=learn)
+    return SharedRateLimiter(RedisBudget(options.budget), rpm=rpm, tpm=tpm, learn=learn)
 
 
 @dataclass
