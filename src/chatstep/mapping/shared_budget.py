@@ -141,7 +141,9 @@ class RedisBudget:
                 'pip install "chatstep[redis]"',
             ) from None
         self.url = url
-        self._client: Any = aioredis.Redis.from_url(url, socket_timeout=10.0)
+        self._client: Any = aioredis.Redis.from_url(
+            url, socket_timeout=10.0, socket_connect_timeout=10.0
+        )
         self._script: Any = self._client.register_script(_SCRIPT)
 
     def _unreachable(self, exc: Exception) -> StorageError:
