@@ -140,6 +140,8 @@ class _Sent:
     tokens_through: float
     raw_through: float = 0.0
     """Tokens estimated (uncorrected) up to and including this request."""
+    tokens: float = 0.0
+    """Tokens budgeted for this request."""
 
 
 @dataclass
@@ -273,7 +275,7 @@ class RateLimiter:
         self._total_tokens += cost
         self._raw_tokens += raw
         self._sent[id(request)] = _Sent(
-            now, self._total_requests, self._total_tokens, self._raw_tokens
+            now, self._total_requests, self._total_tokens, self._raw_tokens, cost
         )
         if self._probing:
             self._probe_sent = True
@@ -370,12 +372,15 @@ class RateLimiter:
         # ones are only lowered (the caller may want to stay below the server's limit). A
         # request sent before this one and still unanswered may reach the server after it (a
         # new connection is slower): its cost is missing from ``remaining``, so raise the
-        # level only when every earlier request has been answered.
-        earlier_in_flight = any(other.at < sent.at for other in self._sent.values())
-        if bucket.learned and not earlier_in_flight:
-            bucket.level = server_now
+        # level only as far as it would stand if every earlier unanswered request was not
+        # counted there yet.
+        earlier = [other for other in self._sent.values() if other.at < sent.at]
+        lowered = min(bucket.level, server_now)
+        if bucket.learned:
+            unseen = sum(1.0 if kind == "requests" else o.tokens for o in earlier)
+            bucket.level = max(lowered, server_now - unseen)
         else:
-            bucket.level = min(bucket.level, server_now)
+            bucket.level = lowered
 
     def _calibrate(self, bucket: _Bucket, remaining: float, sent: _Sent) -> None:
         """Learn :attr:`token_factor` from ``remaining`` against the previous answer's."""
