@@ -19,6 +19,11 @@ tokens per request), 429s the server sent, rows failed, wall time. Prints a tabl
 nothing. Run it where the peers are installed (``pip install -e . litellm langchain-openai``).
 
     python bench/throughput.py [--requests 2000] [--seconds 60] [--latency 0.8 --jitter 0.4]
+                               [--charge words|characters]
+
+``--charge characters``: the server charges prompts as OpenAI's own limiter estimates them
+(characters / 4), well above chatstep's exact BPE count, which chatstep has to learn from the
+``x-ratelimit-remaining-tokens`` headers.
 """
 
 from __future__ import annotations
@@ -64,9 +69,15 @@ def workload(n: int, seed: int = 1) -> list[dict[str, Any]]:
     return rows
 
 
+CHARGE = ["words"]  # how the server charges prompts (set from --charge)
+
+
 def server_cost(row: dict[str, Any]) -> int:
-    """Tokens the test server charges: words of the prompt plus max_tokens."""
-    return len(f"Review {row['id']}: {row['text']}".split()) + int(row["max_tokens"])
+    """Tokens the test server charges: words (or characters / 4) of the prompt + max_tokens."""
+    prompt = f"Review {row['id']}: {row['text']}"
+    if CHARGE[0] == "characters":
+        return math.ceil(len(prompt) / 4) + int(row["max_tokens"])
+    return len(prompt.split()) + int(row["max_tokens"])
 
 
 def _messages(row: dict[str, Any]) -> list[dict[str, str]]:
@@ -232,7 +243,11 @@ def main() -> None:
     parser.add_argument("--only", help="comma-separated client names: " + ", ".join(CLIENTS))
     parser.add_argument("--client", help=argparse.SUPPRESS)
     parser.add_argument("--limits", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--charge", choices=["words", "characters"], default="words", help="prompt charging"
+    )
     args = parser.parse_args()
+    CHARGE[0] = args.charge
     if args.client:
         _client_main(args.client, args.requests, json.loads(args.limits))
         return
@@ -269,13 +284,16 @@ def main() -> None:
     )
     print(
         f"# chatstep budgets {estimate:.0f} tokens per request (BPE + message overhead) where "
-        f"the test server charges {mean_cost:.0f} (it counts words): "
+        f"the test server charges {mean_cost:.0f} (it counts {args.charge}): "
         "configured --tpm is conservative by that ratio\n"
     )
     names = args.only.split(",") if args.only else list(CLIENTS)
     results: list[tuple[str, dict[str, Any]]] = []
     with BenchServer(
-        rpm=limits["rpm"], tpm=limits["tpm"], latency=[args.latency, args.jitter]
+        rpm=limits["rpm"],
+        tpm=limits["tpm"],
+        latency=[args.latency, args.jitter],
+        token_charge=args.charge,
     ) as server:
         for name in names:
             label = CLIENTS[name][0]

@@ -242,9 +242,11 @@ class APIError(ChatstepError):
     (``None`` when no status arrived; for an error object in a 2xx body or a stream, the status
     its code or type stands for), ``code`` (the body's error code), ``request_id``,
     ``retry_after`` (seconds, from ``retry-after-ms`` / ``retry-after``), ``should_retry`` (the
-    ``x-should-retry`` header: ``True``/``False``, or ``None`` when absent) and ``body`` (the
-    error body, redacted). ``result`` is what was received and paid for before the failure (a
-    stream cut midway: its usage counted locally), else None.
+    ``x-should-retry`` header: ``True``/``False``, or ``None`` when absent), ``body`` (the
+    error body, redacted) and ``rate_limits`` (the answer's ``x-ratelimit-*`` headers, names in
+    lower case, or None: a 429 tells the limits and what is left of them too). ``result`` is what
+    was received and paid for before the failure (a stream cut midway: its usage counted
+    locally), else None.
     """
 
     result: Any = None
@@ -259,8 +261,10 @@ class APIError(ChatstepError):
         retry_after: float | None = None,
         should_retry: bool | None = None,
         body: Any = None,
+        rate_limits: dict[str, str] | None = None,
     ) -> None:
         self.status_code = status_code
+        self.rate_limits = rate_limits
         self.code = code
         self.request_id = request_id
         self.retry_after = retry_after

@@ -267,3 +267,51 @@ async def _test_reset_headers_near_a_minute_keep_the_minute() -> None:
     start = t.now
     await rl.acquire(chat())
     assert t.now - start == pytest.approx(0.1, abs=0.01)  # 600 per minute: one per 0.1 s
+
+
+def test_tokens_are_counted_only_once_a_token_limit_is_known() -> None:
+    asyncio.run(_test_tokens_are_counted_only_once_a_token_limit_is_known())
+
+
+async def _test_tokens_are_counted_only_once_a_token_limit_is_known() -> None:
+    # Counting loads a tokenizer vocabulary (~70 MB): not worth it with no limit to count for.
+    t = FakeTime()
+    counted: list[Request] = []
+
+    def estimate(request: Request) -> int:
+        counted.append(request)
+        return 10
+
+    rl = limiter(t, estimate=estimate)
+    first = chat()
+    await rl.acquire(first)
+    rl.observe_headers({}, first)
+    for _ in range(5):
+        await rl.acquire(chat())
+    assert counted == []
+    second = chat()
+    await rl.acquire(second)
+    rl.observe_headers(
+        {"x-ratelimit-limit-tokens": "1000", "x-ratelimit-remaining-tokens": "990"}, second
+    )
+    await rl.acquire(chat())
+    assert len(counted) == 1
+
+
+def test_a_429_tells_the_limits_too() -> None:
+    asyncio.run(_test_a_429_tells_the_limits_too())
+
+
+async def _test_a_429_tells_the_limits_too() -> None:
+    t = FakeTime()
+    rl = limiter(t)
+    await rl.acquire(chat())
+    headers = {
+        "x-ratelimit-limit-requests": "600",
+        "x-ratelimit-remaining-requests": "0",
+        "x-ratelimit-limit-tokens": "90000",
+        "x-ratelimit-remaining-tokens": "12",
+    }
+    rl.observe_failure(RateLimitError("429", status_code=429, retry_after=0.5, rate_limits=headers))
+    assert (rl.rpm, rl.tpm) == (600, 90000)
+    assert rl.paused_for == pytest.approx(0.5)

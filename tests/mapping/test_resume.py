@@ -1,94 +1,74 @@
-"""Kill -9 of a running `chatstep map`, then the same command: nothing lost, nothing paid twice."""
+"""Resuming reads the journal as a stream beside the input (issue 13, item 5)."""
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import sqlite3
-import subprocess
-import sys
-import time
 from pathlib import Path
+from typing import Any
 
-from chatstep.mapping.files import default_journal_path
+import pytest
+
+from chatstep.mapping import journal as journal_module
+from chatstep.mapping.journal import JournalCursor, RunJournal, row_hash
+from chatstep.mapping.options import MapOptions
+from chatstep.mapping.run import MapRun, map_step
+from chatstep.steps.definitions import ChatCompletion
 
 from .conftest import ServerFactory, chat_bodies, prompt_of
 
-ROWS = 240
-CONCURRENCY = 8
-STEP_YAML = """\
-model: gpt-4o-mini
-prompt: "row {{ inputs.id }}: {{ inputs.text }}"
-max_retries: 2
-"""
+STEP = {"type": "chat", "model": "gpt-4o-mini", "prompt": "{{ inputs.id }}"}
 
 
-def finished_rows(journal: Path) -> set[int]:
-    """Indices the journal has as finished (read-only, as another process would)."""
-    if not journal.exists():
-        return set()
-    conn = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=5)
-    try:
-        return {int(i) for (i,) in conn.execute("SELECT idx FROM rows")}
-    except sqlite3.OperationalError:
-        return set()  # not created yet
-    finally:
-        conn.close()
+def test_the_cursor_finds_rows_in_index_order_across_chunks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(journal_module, "STREAM_CHUNK", 2)
+    with RunJournal(tmp_path / "j", definition=STEP) as journal:
+        for i in (0, 2, 3, 4, 9):
+            journal.record(i, f"h{i}", "ok", {"content": str(i)}, None)
+        cursor = JournalCursor(journal)
+        found = []
+        for i in range(12):
+            entry = cursor.lookup(i)
+            if entry is not None:
+                found.append((entry.index, entry.input_hash, entry.record()))
+            # Rows this run records behind the cursor are not read back as journaled.
+            journal.record(i, "new", "ok", {"content": "new"}, None)
+        assert found == [(i, f"h{i}", {"content": str(i)}) for i in (0, 2, 3, 4, 9)]
+    assert JournalCursor(None).lookup(0) is None
 
 
-def test_kill_9_mid_run_then_the_same_command_resumes(serve: ServerFactory, tmp_path: Path) -> None:
-    # Latency keeps the run going long enough to kill it in the middle.
-    server = serve(latency=(0.08, 0.04), seed=5)
-    step = tmp_path / "step.yaml"
-    step.write_text(STEP_YAML)
-    source = tmp_path / "rows.jsonl"
-    source.write_text(
-        "".join(json.dumps({"id": i, "text": f"text number {i}"}) + "\n" for i in range(ROWS))
-    )
-    output = tmp_path / "out.jsonl"
-    journal = default_journal_path(output)
-    command = [
-        sys.executable, "-m", "chatstep", "map", str(step),
-        "--rows", str(source), "--output", str(output),
-        "--concurrency", str(CONCURRENCY), "--no-history",
-    ]  # fmt: skip
-    env = dict(os.environ)
+def step() -> ChatCompletion:
+    return ChatCompletion(model="gpt-4o-mini", prompt="row {{ inputs.id }}")
 
-    first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while len(finished_rows(journal)) < ROWS // 3:
-        assert first.poll() is None, first.communicate()
-        assert time.monotonic() < deadline, "the first run made no progress"
-        time.sleep(0.05)
-    first.send_signal(signal.SIGKILL)
-    first.wait()
-    assert first.returncode == -signal.SIGKILL
-    done_before = finished_rows(journal)
-    sent_before = len(server.requests)
-    assert ROWS // 3 <= len(done_before) < ROWS, "killed too late to test a resume"
-    assert not output.exists()  # the output appears only when a run finishes
 
-    second = subprocess.run(
-        command, env=env, capture_output=True, text=True, timeout=300, check=False
-    )
-    assert second.returncode == 0, second.stderr
+def rows(n: int) -> list[dict[str, Any]]:
+    return [{"id": i} for i in range(n)]
 
-    out = [json.loads(line) for line in output.read_text().splitlines()]
-    assert [r["id"] for r in out] == list(range(ROWS))  # every row exactly once, in order
-    assert all(r["content"] == f"echo: row {r['id']}: text number {r['id']}" for r in out)
-    assert all(r["error"] is None for r in out)
 
-    bodies = chat_bodies(server)
-    rows_of = [int(prompt_of(b).split(":")[0].split()[1]) for b in bodies]
-    first_run, second_run = rows_of[:sent_before], rows_of[sent_before:]
-    # No row the journal had finished was sent again...
-    assert not set(second_run) & done_before
-    # ...only rows in flight at the kill were (at most the concurrency, plus any whose
-    # answer arrived after the last journal read and before the kill).
-    resent = set(second_run) & set(first_run)
-    assert len(resent) <= CONCURRENCY
-    assert len(second_run) == len(set(second_run)) == ROWS - len(done_before)
-    # Not a terminal: quiet progress lines, which say the run resumed.
-    assert f"resuming: {len(done_before)} rows already finished" in second.stderr
-    assert f"{ROWS} rows ({len(done_before)} from the journal), 0 failed" in second.stderr
+def test_a_resumed_run_sends_only_unfinished_rows_and_keeps_the_order(
+    serve: ServerFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(journal_module, "STREAM_CHUNK", 7)  # many chunks, gaps across them
+    server = serve(latency=(0.0, 0.01), seed=5)
+    path = tmp_path / "run.journal"
+    total = 300
+    missing = {i for i in range(total) if i % 11 == 3 or 100 <= i < 130 or i >= 290}
+    run = MapRun(step(), rows(total), MapOptions(journal=path))
+    journal = run.open_journal()
+    assert journal is not None
+    for i in range(total):
+        if i not in missing:
+            record = {"content": f"journaled {i}", "cost": 0.0}
+            journal.record(i, row_hash({"id": i}), "ok", record, 0.0)
+    run.close()
+
+    out = map_step(step(), rows(total), journal=path, concurrency=6, history=False)
+
+    sent = sorted(int(prompt_of(body).removeprefix("row ")) for body in chat_bodies(server))
+    assert sent == sorted(missing)  # each unfinished row once, no finished row again
+    assert [r["id"] for r in out] == list(range(total))
+    for r in out:
+        expected = f"echo: row {r['id']}" if r["id"] in missing else f"journaled {r['id']}"
+        assert r["content"] == expected
+    assert out.stats.from_journal == total - len(missing)
+    assert out.stats.journaled == total - len(missing)

@@ -78,6 +78,11 @@ def error_from_sdk(exc: Exception, method: str, path: str) -> APIError:
             retry_after=parse_retry_after(headers),
             should_retry=should_retry_header(headers),
             body=body or None,
+            # A 429 tells the limits and what is left of them too: the limiter reads them.
+            rate_limits={
+                k.lower(): v for k, v in headers.items() if k.lower().startswith("x-ratelimit-")
+            }
+            or None,
         )
     if isinstance(exc, openai.APIConnectionError):
         cause = exc.__cause__ or exc

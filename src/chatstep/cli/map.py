@@ -79,6 +79,14 @@ def map_command(
         float | None,
         typer.Option("--tpm", help="Tokens per minute (default: learned from the server)."),
     ] = None,
+    budget: Annotated[
+        str | None,
+        typer.Option(
+            "--budget",
+            help="Share the rate budget with other runs: redis://HOST:PORT/DB "
+            "(fails if unreachable).",
+        ),
+    ] = None,
     journal: Annotated[
         Path | None,
         typer.Option("--journal", help="Run journal (default: OUTPUT.journal.sqlite3)."),
@@ -137,6 +145,7 @@ def map_command(
                 concurrency=concurrency,
                 rpm=rpm,
                 tpm=tpm,
+                budget=budget,
                 journal=journal,
                 restart=restart,
                 retry_failed=retry_failed,

@@ -31,6 +31,8 @@ from chatstep.storage.history import new_id
 from chatstep.storage.sqlite_files import open_wal, write_transaction
 
 __all__ = [
+    "JournalCursor",
+    "JournalEntry",
     "JournalMismatchError",
     "JournalRow",
     "RowStatus",
@@ -40,6 +42,8 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 1
+#: Rows :meth:`RunJournal.stream` reads per query.
+STREAM_CHUNK = 1000
 RowStatus = Literal["ok", "failed"]
 
 _SCHEMA = """
@@ -78,6 +82,50 @@ class JournalRow:
     status: RowStatus
     record: dict[str, Any]
     cost: float | None
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    """One finished row as :meth:`RunJournal.stream` reads it: the record still JSON text."""
+
+    index: int
+    status: RowStatus
+    input_hash: str
+    record_json: str
+
+    def record(self) -> dict[str, Any]:
+        """The decoded record."""
+        value: dict[str, Any] = json.loads(self.record_json)
+        return value
+
+
+class JournalCursor:
+    """Looks rows up in a journal in rising index order, reading it as a stream.
+
+    ``lookup`` must be called with rising indexes (the input's order); each finished row is
+    read once, so resuming costs one pass over the journal beside the input, not a dict of
+    every finished row.
+    """
+
+    def __init__(self, journal: RunJournal | None) -> None:
+        self._entries = journal.stream() if journal is not None else iter(())
+        self._next: JournalEntry | None = None
+        self._done = False
+
+    def lookup(self, index: int) -> JournalEntry | None:
+        """The finished row at ``index``, or None (indexes must not go down between calls)."""
+        while not self._done:
+            if self._next is None:
+                self._next = next(self._entries, None)
+                if self._next is None:
+                    self._done = True
+                    return None
+            if self._next.index > index:
+                return None
+            entry, self._next = self._next, None
+            if entry.index == index:
+                return entry
+        return None
 
 
 def _changed_fields(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
@@ -178,6 +226,26 @@ class RunJournal:
         """Index -> (status, input hash) of every finished row."""
         cursor = self._db.execute("SELECT idx, status, input_hash FROM rows")
         return {int(i): (status, str(h)) for i, status, h in cursor}
+
+    def stream(self, start: int = 0, *, chunk: int | None = None) -> Iterator[JournalEntry]:
+        """Finished rows from ``start`` on, in index order, ``chunk`` rows per query.
+
+        Each query is short (keyset paging on the primary key), so the run may record rows
+        between them, and memory holds one chunk however large the journal; records stay
+        undecoded JSON text until wanted.
+        """
+        sql = "SELECT idx, status, input_hash, record FROM rows WHERE idx >= ? ORDER BY idx LIMIT ?"
+        after, size = start, chunk or STREAM_CHUNK
+        while True:
+            try:
+                batch = self._db.execute(sql, (after, size)).fetchall()
+            except sqlite3.Error as exc:
+                raise sqlite_storage_error(self.path, exc, "read the journal") from None
+            for i, status, h, record in batch:
+                yield JournalEntry(int(i), status, str(h), str(record))
+            if len(batch) < size:
+                return
+            after = int(batch[-1][0]) + 1
 
     def get(self, index: int) -> JournalRow | None:
         """The finished row at ``index``, or None."""

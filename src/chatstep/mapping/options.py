@@ -53,6 +53,8 @@ class MapOptions:
     tpm: float | None = None
     """Tokens per minute (prompt + max_tokens x n); None: learned from headers."""
     learn_limits: bool = True
+    budget: str | None = None
+    """A rate budget shared with other processes: ``redis://host:port/db``; None: this run's own."""
     journal: str | Path | RunJournal | None = None
     """Where finished rows are recorded (resume after a crash); None: not recorded."""
     restart: bool = False
@@ -84,6 +86,14 @@ class MapOptions:
         if self.max_cost is not None and self.max_cost < 0:
             raise ConfigError("--max-cost", f"must not be negative, got {self.max_cost}")
         self.window = max(self.window, self.concurrency)
+        if self.budget is not None and not self.budget.startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
+            raise ConfigError(
+                "--budget",
+                f"{self.budget.split('://')[0]!r} is not a shared budget store",
+                "give a redis:// URL (redis://127.0.0.1:6379/0), or leave it out",
+            )
 
 
 as_step = load_step

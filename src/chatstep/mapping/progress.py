@@ -42,6 +42,8 @@ class MapStats:
     """HTTP requests sent, retries included."""
     rate_limited: int = 0
     """429 answers received."""
+    token_factor: float = 1.0
+    """Tokens the server charged per token chatstep estimated (learned from rate headers)."""
     tokens: int = 0
     """Tokens used (from the answers' usage) in this run."""
     cost: float = 0.0

@@ -12,7 +12,14 @@ Limits come from the caller (``rpm``/``tpm``) or, when not given, from the answe
 the limits and what is left of them, only one request is in flight, so a burst cannot hit the
 wall before we know where it is (configured limits are checked this way too: another process
 may be using the same key). A 429 pauses the whole pool for its ``Retry-After`` (else
-``default_pause``), instead of letting every worker find the wall on its own.
+``default_pause``), instead of letting every worker find the wall on its own, and its own
+``x-ratelimit-*`` headers are read like an answer's (a probe that meets a 429 learns the limits).
+
+Providers charge tokens by an estimate of their own (OpenAI: prompt characters / 4 plus
+``max_tokens`` x ``n``), not by an exact count. The limiter learns the ratio between what the
+server charged and what it estimated, from the drop of ``x-ratelimit-remaining-tokens`` between
+two answers (plus the refill in between) against its own estimates of the requests sent in
+between, and budgets every request at its estimate times that ratio (:attr:`token_factor`).
 
 It plugs into :class:`~chatstep.core.runner.AsyncRunner` as a
 :class:`~chatstep.core.runner.CallHooks` (``before_send`` waits for budget, ``after_reply`` learns
@@ -24,7 +31,9 @@ the retry policy, which sees every failure anyway: :func:`observe_failures` wrap
 from __future__ import annotations
 
 import asyncio
+import collections
 import re
+import statistics
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -120,6 +129,8 @@ class LimiterStats:
     """Time requests spent waiting for budget or a pause, summed over requests."""
     learned_rpm: float | None = None
     learned_tpm: float | None = None
+    token_factor: float = 1.0
+    """Tokens the server charges per token estimated here (learned; 1.0 until known)."""
 
 
 @dataclass
@@ -128,6 +139,31 @@ class _Sent:
     requests_through: float
     """Requests let through up to and including this one (a running total)."""
     tokens_through: float
+    raw_through: float = 0.0
+    """Tokens estimated (uncorrected) up to and including this request."""
+    tokens: float = 0.0
+    """Tokens budgeted for this request."""
+
+
+@dataclass
+class _Anchor:
+    """The latest answer's ``remaining-tokens``, and where our counts stood when it was sent."""
+
+    at: float
+    raw_through: float
+    remaining: float
+
+
+# The learned charge ratio: the median over the last intervals between answers (an answer
+# admitted out of order makes one interval look cheap and the next dear: the median ignores
+# both), used once a few intervals are in, and kept within bounds a real provider stays inside.
+_FACTOR_INTERVALS = 31
+_FACTOR_MIN_INTERVALS = 3
+_FACTOR_BOUNDS = (0.5, 4.0)
+# Timing noise between two clocks leaves the learned ratio a little low or high; a little low
+# sends a request a few tokens early, and a refused request (estimated, not charged) drags the
+# ratio lower still. A small margin keeps the run on the safe side of that loop.
+_FACTOR_MARGIN = 1.03
 
 
 class RateLimiter:
@@ -167,10 +203,18 @@ class RateLimiter:
         self._probing = learn
         self._probe_sent = False
         self._probe_done = asyncio.Event()
+        self._probes = 1
         self._sent: dict[int, _Sent] = {}
         self._total_requests = 0.0
         self._total_tokens = 0.0
+        self._raw_tokens = 0.0
         self._synced_at = 0.0
+        self._factor = 1.0
+        self._anchor: _Anchor | None = None
+        self._ratios: collections.deque[float] = collections.deque(maxlen=_FACTOR_INTERVALS)
+        self._clean_after = 0.0
+        # A pool sharing one budget sees other processes' charges in ``remaining``: no ratio.
+        self._learn_factor = True
 
     # -- the budget ------------------------------------------------------------------------
 
@@ -189,16 +233,24 @@ class RateLimiter:
         """Seconds left in a pool-wide pause after a 429 (0 when not paused)."""
         return max(0.0, self._pause_until - self._clock())
 
+    @property
+    def token_factor(self) -> float:
+        """Tokens the server charges per token estimated here (learned from headers; 1.0)."""
+        return self._factor
+
     def estimate(self, request: Request) -> int:
         """The tokens this request is budgeted at."""
         return self._estimate(request)
 
     async def acquire(self, request: Request) -> None:
         """Wait until the request fits the budgets (and any pause is over), then take it."""
-        cost = float(self._estimate(request))
         started = self._clock()
         async with self._lock:
             await self._wait_for_probe()
+            # No token limit known (none configured, none learned): counting tokens would only
+            # load a tokenizer vocabulary (~70 MB) for nothing.
+            raw = float(self._estimate(request)) if self._tokens is not None else 0.0
+            cost = raw * self._factor
             while True:
                 now = self._clock()
                 wait = self._pause_until - now
@@ -213,22 +265,34 @@ class RateLimiter:
                 self._requests.level -= 1.0
             if self._tokens is not None:
                 self._tokens.level -= cost
-            self._total_requests += 1.0
-            self._total_tokens += cost
-            self._sent[id(request)] = _Sent(now, self._total_requests, self._total_tokens)
-            if self._probing:
-                self._probe_sent = True
+            self._record_sent(request, raw, cost, now)
         self.stats.requests += 1
         self.stats.tokens += int(cost)
         self.stats.waited_seconds += max(0.0, now - started)
 
+    def _record_sent(self, request: Request, raw: float, cost: float, now: float) -> None:
+        """Count a request let through (``raw`` tokens estimated, ``cost`` budgeted)."""
+        self._total_requests += 1.0
+        self._total_tokens += cost
+        self._raw_tokens += raw
+        self._sent[id(request)] = _Sent(
+            now, self._total_requests, self._total_tokens, self._raw_tokens, cost
+        )
+        if self._probing:
+            self._probe_sent = True
+
     async def _wait_for_probe(self) -> None:
-        if not self._probing or not self._probe_sent:
-            return
-        try:
-            await within(PROBE_TIMEOUT, self._probe_done.wait())
-        except asyncio.TimeoutError:
-            self._end_probe()
+        while self._probing and self._probe_sent:
+            try:
+                await within(PROBE_TIMEOUT, self._probe_done.wait())
+            except asyncio.TimeoutError:
+                self._end_probe()
+
+    def _next_probe(self) -> None:
+        """Let one more request go alone (the next in line), the others still waiting."""
+        self._probe_sent = False
+        done, self._probe_done = self._probe_done, asyncio.Event()
+        done.set()
 
     def _end_probe(self) -> None:
         self._probing = False
@@ -249,7 +313,20 @@ class RateLimiter:
         if sent is not None and (self._synced_at < sent.at):
             self._synced_at = sent.at
         if self._probing:
-            self._end_probe()
+            # With a token limit, a few more requests go one at a time: each interval between
+            # two of them shows the server's charge cleanly, so the burst that follows is
+            # budgeted at the learned ratio instead of meeting the wall.
+            if (
+                self._tokens is not None
+                and self._learn_factor
+                and sent is not None
+                and len(self._ratios) < _FACTOR_MIN_INTERVALS
+                and self._probes < _FACTOR_MIN_INTERVALS + 1
+            ):
+                self._probes += 1
+                self._next_probe()
+            else:
+                self._end_probe()
 
     def _observe(
         self,
@@ -278,7 +355,11 @@ class RateLimiter:
                 self.stats.learned_rpm = bucket.limit if bucket.learned else None
             else:
                 self.stats.learned_tpm = bucket.limit if bucket.learned else None
-        if bucket is None or remaining is None or sent is None or sent.at <= self._synced_at:
+        if bucket is None or remaining is None or sent is None:
+            return
+        if kind == "tokens" and self._learn_factor:
+            self._calibrate(bucket, remaining, sent)
+        if sent.at <= self._synced_at:
             return
         bucket.refill(now)
         # The server counted ``remaining`` right after admitting this request; since then it
@@ -289,16 +370,55 @@ class RateLimiter:
             later = self._total_tokens - sent.tokens_through
         server_now = min(bucket.limit, remaining + (now - sent.at) * bucket.rate - later)
         # Learned budgets follow the server both ways (its count is the truth); configured
-        # ones are only lowered (the caller may want to stay below the server's limit).
-        bucket.level = server_now if bucket.learned else min(bucket.level, server_now)
+        # ones are only lowered (the caller may want to stay below the server's limit). A
+        # request sent before this one and still unanswered may reach the server after it (a
+        # new connection is slower): its cost is missing from ``remaining``, so raise the
+        # level only as far as it would stand if every earlier unanswered request was not
+        # counted there yet.
+        earlier = [other for other in self._sent.values() if other.at < sent.at]
+        lowered = min(bucket.level, server_now)
+        if bucket.learned:
+            unseen = sum(1.0 if kind == "requests" else o.tokens for o in earlier)
+            bucket.level = max(lowered, server_now - unseen)
+        else:
+            bucket.level = lowered
+
+    def _calibrate(self, bucket: _Bucket, remaining: float, sent: _Sent) -> None:
+        """Learn :attr:`token_factor` from ``remaining`` against the previous answer's."""
+        if sent.raw_through <= self._clean_after:
+            return
+        anchor = self._anchor
+        if anchor is not None and sent.at > anchor.at:
+            refill = (sent.at - anchor.at) * bucket.rate
+            estimated = sent.raw_through - anchor.raw_through
+            # A full bucket in between would have lost refill: the drop would not be the charge.
+            if anchor.remaining + refill < bucket.limit and estimated > 0:
+                charged = anchor.remaining + refill - remaining
+                self._ratios.append(charged / estimated)
+                if len(self._ratios) >= _FACTOR_MIN_INTERVALS:
+                    low, high = _FACTOR_BOUNDS
+                    ratio = statistics.median(self._ratios) * _FACTOR_MARGIN
+                    self._factor = min(high, max(low, ratio))
+                    self.stats.token_factor = self._factor
+        if anchor is None or sent.at > anchor.at:
+            self._anchor = _Anchor(sent.at, sent.raw_through, remaining)
 
     def observe_failure(self, error: APIError) -> None:
-        """Pause the whole pool on a 429 (for its Retry-After); end a probe on any failure."""
+        """Pause the whole pool on a 429 (for its Retry-After); end a probe on any failure.
+
+        A failure's own ``x-ratelimit-*`` headers are read as an answer's are.
+        """
+        if error.rate_limits:
+            self.observe_headers(error.rate_limits)
         if self._probing and self._probe_sent:
             self._end_probe()
         if error.status_code != 429 or error.code == "insufficient_quota":
             return
         self.stats.rate_limited += 1
+        # Refused requests were estimated here but not charged there: intervals holding them
+        # would understate the ratio, so only requests sent after this one count.
+        self._anchor = None
+        self._clean_after = self._raw_tokens
         now = self._clock()
         pause = error.retry_after if error.retry_after is not None else self.default_pause
         self._pause_until = max(self._pause_until, now + pause)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -36,7 +37,13 @@ from chatstep.errors import (
     PermissionDeniedError,
 )
 from chatstep.mapping.columns import OutputShape, error_record, result_record
-from chatstep.mapping.journal import JournalMismatchError, RowStatus, RunJournal, row_hash
+from chatstep.mapping.journal import (
+    JournalCursor,
+    JournalMismatchError,
+    RowStatus,
+    RunJournal,
+    row_hash,
+)
 from chatstep.mapping.options import (
     MapOptions,
     RowSource,
@@ -47,6 +54,7 @@ from chatstep.mapping.options import (
 )
 from chatstep.mapping.progress import MapProgress, MapStats
 from chatstep.mapping.ratelimit import RateLimiter, observe_failures
+from chatstep.mapping.shared_budget import RedisBudget, SharedRateLimiter
 from chatstep.steps.definitions import Step
 
 if TYPE_CHECKING:
@@ -73,14 +81,14 @@ class _Job:
 
 @dataclass
 class _Slot:
-    """A finished row waiting for its turn: its record, or (``from_journal``) read then.
+    """A finished row waiting for its turn: its record, or the journal's record as JSON text.
 
     ``stop``: the run ends before this row (``--max-cost``, or an error that stops the run).
     """
 
     row: Mapping[str, Any]
     record: dict[str, Any] | None = None
-    from_journal: bool = False
+    journal_json: str | None = None
     stop: bool = False
 
 
@@ -125,9 +133,7 @@ class MapRun:
             prefix=self.options.prefix,
         )
         self.stats = MapStats(total=total)
-        self.limiter = RateLimiter(
-            rpm=self.options.rpm, tpm=self.options.tpm, learn=self.options.learn_limits
-        )
+        self.limiter = _make_limiter(self.options)
         self._runner = runner
         self._progress = progress
         self._price_table = price_table
@@ -189,21 +195,22 @@ class MapRun:
             runner.run_id = journal.run_id
         tasks: list[asyncio.Task[None]] = []
         try:
-            finished = journal.finished() if journal is not None else {}
-            self.stats.journaled = len(finished)
+            if isinstance(self.limiter, SharedRateLimiter):
+                await self.limiter.budget.check()  # fail closed before anything is sent
             if journal is not None:
+                self.stats.journaled = journal.count()
                 self.stats.journal_cost = journal.spent()
             budget = CostBudget(self.options.max_cost, spent=self.stats.journal_cost)
             queue: asyncio.Queue[_Job | None] = asyncio.Queue(maxsize=self.options.concurrency)
             window = asyncio.Semaphore(self.options.window)
-            ctx = _RunContext(runner, journal, budget, finished)
+            ctx = _RunContext(runner, journal, budget, JournalCursor(journal))
             tasks.append(asyncio.ensure_future(self._guard(self._produce(ctx, queue, window))))
             for _ in range(self.options.concurrency):
                 tasks.append(asyncio.ensure_future(self._guard(self._work(ctx, queue))))
             if self._progress is not None:
                 self._progress.start(self.stats)
                 tasks.append(asyncio.ensure_future(self._tick()))
-            async for row in self._hand_out(journal, window):
+            async for row in self._hand_out(window):
                 yield row
             if self._failure is not None:
                 raise self._failure
@@ -219,12 +226,15 @@ class MapRun:
             try:
                 if own_runner:
                     await runner.aclose()
+                if isinstance(self.limiter, SharedRateLimiter):
+                    await self.limiter.aclose()
             finally:
                 self.close()
 
     def _sync_limiter_stats(self) -> None:
         self.stats.requests = self.limiter.stats.requests
         self.stats.rate_limited = self.limiter.stats.rate_limited
+        self.stats.token_factor = self.limiter.token_factor
 
     async def _guard(self, work: Any) -> None:
         try:
@@ -243,9 +253,7 @@ class MapRun:
             if self._progress is not None:
                 self._progress.refresh(self.stats)
 
-    async def _hand_out(
-        self, journal: RunJournal | None, window: asyncio.Semaphore
-    ) -> AsyncIterator[dict[str, Any]]:
+    async def _hand_out(self, window: asyncio.Semaphore) -> AsyncIterator[dict[str, Any]]:
         """Output rows in input order, as soon as each one's turn comes."""
         index = 0
         while True:
@@ -261,9 +269,8 @@ class MapRun:
             if slot.stop:
                 return
             record = slot.record
-            if record is None and journal is not None:
-                entry = journal.get(index)
-                record = entry.record if entry is not None else {}
+            if record is None and slot.journal_json is not None:
+                record = json.loads(slot.journal_json)
             yield self.shape.row(slot.row, record or {})
             index += 1
             window.release()
@@ -307,10 +314,10 @@ class MapRun:
     ) -> _Job | str | None:
         """A job to send; None when the row finished without a request; a reason to stop."""
         input_hash = row_hash(row)
-        earlier = ctx.finished.get(index)
+        earlier = ctx.finished.lookup(index)
         if earlier is not None:
-            status, old_hash = earlier
-            if old_hash != input_hash:
+            status = earlier.status
+            if earlier.input_hash != input_hash:
                 raise JournalMismatchError(
                     "--rows",
                     f"row {index} differs from the row the journal recorded: the input "
@@ -323,7 +330,7 @@ class MapRun:
                     self.stats.done += 1
                 else:
                     self.stats.failed += 1
-                self._put(index, _Slot(row, from_journal=True))
+                self._put(index, _Slot(row, journal_json=earlier.record_json))
                 return None
         try:
             inputs = {**self.options.inputs, **row} if self.options.inputs else row
@@ -407,12 +414,21 @@ class MapRun:
         self._put(index, _Slot(row, record=record))
 
 
+def _make_limiter(options: MapOptions) -> RateLimiter:
+    """This run's own limiter, or one drawing from the shared ``budget``."""
+    rpm, tpm, learn = options.rpm, options.tpm, options.learn_limits
+    if options.budget is None:
+        return RateLimiter(rpm=rpm, tpm=tpm, learn=learn)
+    return SharedRateLimiter(RedisBudget(options.budget), rpm=rpm, tpm=tpm, learn=learn)
+
+
 @dataclass
 class _RunContext:
     runner: AsyncRunner
     journal: RunJournal | None
     budget: CostBudget
-    finished: dict[int, tuple[RowStatus, str]]
+    finished: JournalCursor
+    """The journal's finished rows, read in input order beside the input."""
     abort: APIError | BudgetExceededError | None = None
 
 

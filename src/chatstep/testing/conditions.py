@@ -125,6 +125,8 @@ class Conditions:
     """Seconds an injected 429 asks the client to wait."""
     default_completion_tokens: int = DEFAULT_COMPLETION_TOKENS
     """Completion budget charged to ``tpm`` when a chat request sets no token limit."""
+    token_charge: str = "words"
+    """How a chat prompt is charged to ``tpm``: ``"words"``, or ``"characters"`` (chars / 4)."""
     batch_progress: str = "time"
     """``"time"``: batches run by themselves; ``"polls"``: each retrieve moves one status on."""
     batch_step_seconds: float = 0.02
@@ -165,6 +167,7 @@ class ConditionsState:
             conditions.rpm,
             conditions.tpm,
             default_completion_tokens=conditions.default_completion_tokens,
+            token_charge=conditions.token_charge,
         )
         return cls(conditions, limits)
 

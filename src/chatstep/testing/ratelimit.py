@@ -2,9 +2,11 @@
 
 Two continuously refilled buckets, each holding a minute's worth. A request costs one request
 and its prompt tokens plus its completion budget (``max_completion_tokens`` or ``max_tokens``,
-else a default, times ``n``), charged up front as OpenAI does. Every answer carries the
-``x-ratelimit-*`` headers; a request that does not fit gets a 429 ``rate_limit_exceeded`` with
-``Retry-After`` / ``retry-after-ms``.
+else a default, times ``n``), charged up front as OpenAI does. Prompt tokens are counted as
+words (``token_charge="words"``), or as OpenAI's own up-front estimate does, message characters
+divided by 4 (``token_charge="characters"``), which is well above an exact BPE count. Every
+answer carries the ``x-ratelimit-*`` headers; a request that does not fit gets a 429
+``rate_limit_exceeded`` with ``Retry-After`` / ``retry-after-ms``.
 """
 
 from __future__ import annotations
@@ -16,10 +18,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from chatstep.testing.synth import prompt_tokens
+from chatstep.testing.synth import message_text, prompt_tokens
 from chatstep.testing.synth import request_input_words as input_words
 
-__all__ = ["RateDecision", "RateLimits", "format_duration", "request_cost"]
+__all__ = [
+    "TOKEN_CHARGES",
+    "RateDecision",
+    "RateLimits",
+    "format_duration",
+    "prompt_characters",
+    "request_cost",
+]
 
 DEFAULT_COMPLETION_TOKENS = 1024
 """Completion budget charged when a chat request sets no token limit (as chatstep's limiter)."""
@@ -43,8 +52,24 @@ def format_duration(seconds: float) -> str:
     return f"{secs}s"
 
 
-def request_cost(path: str, body: Any, default_completion_tokens: int) -> int:
-    """Tokens a request is charged: prompt plus completion budget (chat), or input (others)."""
+#: How the prompt of a chat request is charged to ``tpm``.
+TOKEN_CHARGES = ("words", "characters")
+
+
+def prompt_characters(body: Mapping[str, Any]) -> int:
+    """Characters over all message texts of a chat request."""
+    messages = body.get("messages") or []
+    return sum(len(message_text(m)) for m in messages if isinstance(m, Mapping))
+
+
+def request_cost(
+    path: str, body: Any, default_completion_tokens: int, token_charge: str = "words"
+) -> int:
+    """Tokens a request is charged: prompt plus completion budget (chat), or input (others).
+
+    ``token_charge="characters"`` counts the prompt as characters / 4 (rounded up), as
+    OpenAI's rate limiter estimates it before tokenizing.
+    """
     if not isinstance(body, Mapping):
         return 0
     if path.endswith("/chat/completions"):
@@ -54,7 +79,11 @@ def request_cost(path: str, body: Any, default_completion_tokens: int) -> int:
         if not isinstance(limit, int):
             limit = default_completion_tokens
         choices = body.get("n")
-        return prompt_tokens(body) + limit * (choices if isinstance(choices, int) else 1)
+        if token_charge == "characters":
+            prompt = math.ceil(prompt_characters(body) / 4)
+        else:
+            prompt = prompt_tokens(body)
+        return prompt + limit * (choices if isinstance(choices, int) else 1)
     return input_words(body.get("input"))
 
 
@@ -100,8 +129,12 @@ class RateLimits:
         tpm: int | None = None,
         *,
         default_completion_tokens: int = DEFAULT_COMPLETION_TOKENS,
+        token_charge: str = "words",
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        if token_charge not in TOKEN_CHARGES:
+            raise ValueError(f"token_charge: {token_charge!r} is not one of {TOKEN_CHARGES}")
+        self.token_charge = token_charge
         for name, value in (("rpm", rpm), ("tpm", tpm)):
             if value is not None and value <= 0:
                 raise ValueError(
@@ -134,7 +167,9 @@ class RateLimits:
         """Take a request's cost from the buckets if it fits; otherwise refuse it."""
         costs = {
             "requests": 1.0,
-            "tokens": float(request_cost(path, body, self.default_completion_tokens)),
+            "tokens": float(
+                request_cost(path, body, self.default_completion_tokens, self.token_charge)
+            ),
         }
         with self._lock:
             now = self._clock()

@@ -1,0 +1,130 @@
+"""One rate budget in Redis shared by several ``chatstep map`` processes (issue 13, item 2)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from chatstep.errors import ConfigError, StorageError
+from chatstep.mapping.run import map_step
+from chatstep.steps.definitions import ChatCompletion
+
+from .conftest import FAKE_KEY, ServerFactory, chat_bodies, prompt_of
+
+TPM = 60_000  # 1,000 tokens a second
+STEP = 'model: gpt-4o-mini\nprompt: "shard row {{ inputs.id }}"\nmax_tokens: 100\n'
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def redis_url(tmp_path: Path) -> Iterator[str]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    redis = pytest.importorskip("redis", reason="the redis package is not installed")
+    port = _free_port()
+    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    args += ["--appendonly", "no", "--dir", str(tmp_path)]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = redis.Redis(host="127.0.0.1", port=port)
+    try:
+        for _ in range(400):
+            assert proc.poll() is None, "redis-server exited"
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.025)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        client.close()
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_an_unreachable_budget_fails_closed_naming_it(serve: ServerFactory) -> None:
+    server = serve()
+    url = f"redis://:hunter2@127.0.0.1:{_free_port()}/0"
+    step = ChatCompletion(model="gpt-4o-mini", prompt="x {{ inputs.id }}")
+    with pytest.raises(StorageError) as caught:
+        map_step(step, [{"id": 1}], budget=url, history=False)
+    assert f"127.0.0.1:{url.rsplit(':', 1)[1]}" in str(caught.value)
+    assert "hunter2" not in str(caught.value)
+    assert "does not run unlimited" in str(caught.value)
+    assert chat_bodies(server) == []
+
+
+def test_a_budget_that_is_not_redis_is_a_config_error() -> None:
+    step = ChatCompletion(model="gpt-4o-mini", prompt="x")
+    with pytest.raises(ConfigError, match="--budget"):
+        map_step(step, [{"id": 1}], budget="memcached://127.0.0.1/0", history=False)
+
+
+def drain(base_url: str, leave: int) -> None:
+    """Spend all but ``leave`` tokens of the server's bucket (the key is in use elsewhere)."""
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]}
+    body["max_tokens"] = TPM - leave
+    headers = {"Authorization": f"Bearer {FAKE_KEY}"}
+    answer = httpx.post(f"{base_url}/chat/completions", json=body, headers=headers, timeout=30)
+    assert answer.status_code == 200, answer.text
+
+
+def test_three_processes_share_one_budget(
+    serve: ServerFactory, redis_url: str, tmp_path: Path
+) -> None:
+    server = serve(latency=(0.02, 0.01), tpm=TPM)
+    drain(server.base_url, leave=1_000)
+    step = tmp_path / "step.yaml"
+    step.write_text(STEP)
+    shards = {0: range(0, 40), 1: range(40, 70), 2: range(70, 90)}  # unequal shards
+    processes = []
+    for shard, ids in shards.items():
+        rows = tmp_path / f"rows{shard}.jsonl"
+        rows.write_text("".join(json.dumps({"id": i}) + "\n" for i in ids))
+        command = [
+            sys.executable, "-m", "chatstep", "map", str(step), "--rows", str(rows),
+            "--output", str(tmp_path / f"out{shard}.jsonl"), "--concurrency", "8",
+            "--budget", redis_url, "--no-history", "--no-cache",
+        ]  # fmt: skip
+        processes.append(
+            subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        )
+    for process in processes:
+        _, err = process.communicate(timeout=300)
+        assert process.returncode == 0, err
+    for shard, ids in shards.items():
+        lines = (tmp_path / f"out{shard}.jsonl").read_text().splitlines()
+        assert [json.loads(line)["id"] for line in lines] == list(ids)
+    sent = Counter(prompt_of(body) for body in chat_bodies(server) if "shard row" in str(body))
+    assert set(sent) == {f"shard row {i}" for i in range(90)}  # every row
+    # Three processes learning the limit alone met dozens here; sharing it, a handful at most
+    # (each process's first request goes before it knows the pool's level).
+    rate_limited = server.stats.rate_limited
+    assert rate_limited <= 6
+    # A row sent more than once was refused (429, not charged) every time but the last.
+    assert sum(n - 1 for n in sent.values()) == rate_limited
+    # One scope for the pool, holding the learned limit; the key itself is nowhere in Redis.
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    keys = client.keys("chatstep:budget:*")
+    assert len(keys) == 1
+    stored = client.hgetall(keys[0])
+    client.close()
+    assert float(stored[b"t:limit"]) == TPM
+    assert FAKE_KEY.encode() not in keys[0] + b"".join(stored.values())
