@@ -96,6 +96,8 @@ def test_no_module_defines_an_error_outside_errors_py() -> None:
     allowed = {
         ("templating/sandbox.py", "_UndefinedUse"),
         ("templating/bounds.py", "TemplateBoundError"),
+        # Control flow inside the local schema converter; it becomes a 400 before leaving it.
+        ("backends/local/request.py", "_Unenforceable"),
     }
     found = set()
     for path in SRC.rglob("*.py"):
