@@ -193,3 +193,12 @@ def test_error_file_lines_fail_and_bad_2xx_bodies_fail(tmp_path: Path) -> None:
     assert joined[4]["error"]["code"] == "batch_error"
     assert "error file" in joined[4]["error"]["message"]
     assert (summary.succeeded, summary.failed) == (2, 4)
+
+
+def test_a_rows_file_without_a_suffix_is_read_as_json_lines(tmp_path: Path) -> None:
+    # Flyte hands a downloaded FlyteFile over under a name with no suffix.
+    from chatstep.batch.files import read_rows
+
+    path = tmp_path / "90288fa0c90191270d3d6ef0c1cb6c8e"
+    path.write_text('{"text": "a"}\n{"text": "b"}\n')
+    assert list(read_rows(path)) == [{"text": "a"}, {"text": "b"}]

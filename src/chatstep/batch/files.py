@@ -61,11 +61,15 @@ class BatchLimits:
 
 def read_rows(source: str | Path | Iterable[Mapping[str, Any]]) -> Iterator[dict[str, Any]]:
     """Rows from a .jsonl, .csv or .parquet file (read as ``chatstep map`` reads them) or an
-    iterable of mappings; a malformed file is a ConfigError naming the file and line."""
+    iterable of mappings; a malformed file is a ConfigError naming the file and line.
+
+    A file without a suffix (Flyte's downloaded FlyteFiles, temporary files) is read as JSON
+    Lines, the Batch API's own format."""
     if isinstance(source, str | Path):
         from chatstep.mapping.datasets import read_rows as read_dataset
 
-        yield from read_dataset(source, option="input")
+        kind = "jsonl" if not Path(source).suffix else None
+        yield from read_dataset(source, kind, option="input")
         return
     for index, row in enumerate(source):
         if not isinstance(row, Mapping):
