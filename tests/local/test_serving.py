@@ -78,7 +78,9 @@ def test_stream_over_http_assembles_to_the_answer(client: openai.OpenAI) -> None
 
 def test_raw_stream_is_server_sent_events_ending_in_done(served: Any, spec: Any) -> None:
     body = {**GREEDY, "messages": user("Hi"), "max_tokens": 4, "stream": True}
-    with httpx.stream("POST", f"{served.base_url}/chat/completions", json=body) as response:
+    with httpx.stream(
+        "POST", f"{served.base_url}/chat/completions", json=body, timeout=120
+    ) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         events = [line for line in response.iter_lines() if line]
@@ -156,10 +158,10 @@ def test_errors_keep_their_status_and_openai_shape(
     assert moderation.value.status_code == 501
     assert "OpenAI API key" in moderation.value.message
 
-    not_json = httpx.post(f"{served.base_url}/chat/completions", content=b"{nope")
+    not_json = httpx.post(f"{served.base_url}/chat/completions", content=b"{nope", timeout=120)
     assert not_json.status_code == 400
     assert spec.errors("ErrorResponse", not_json.json()) == []
-    no_route = httpx.get(f"{served.base_url}/nowhere")
+    no_route = httpx.get(f"{served.base_url}/nowhere", timeout=120)
     assert no_route.status_code == 404
     assert spec.errors("ErrorResponse", no_route.json()) == []
 
