@@ -20,6 +20,7 @@ import typer
 
 from chatstep.cli.common import (
     EXIT_CODES,
+    RowsOption,
     SetOption,
     apply_overrides,
     interrupted_exit_code,
@@ -178,15 +179,7 @@ def _rows_with(constants: dict[str, Any], path: Path) -> Iterator[dict[str, Any]
 
 
 def submit(
-    rows: Annotated[
-        Path | None,
-        typer.Option(
-            "--rows",
-            "-r",
-            help="The rows (required): a .jsonl, .csv or .parquet file; each row is the inputs.",
-            show_default=False,
-        ),
-    ] = None,
+    rows: RowsOption = None,
     step_file: Annotated[
         Path | None,
         typer.Argument(

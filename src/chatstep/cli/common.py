@@ -58,6 +58,7 @@ __all__ = [
     "EXIT_CODES",
     "MAX_VALUE_BYTES",
     "InputOption",
+    "RowsOption",
     "SetOption",
     "apply_overrides",
     "echo_spend",
@@ -205,6 +206,15 @@ InputOption = Annotated[
         "--input",
         "-i",
         help="An input value: name=value, name:=JSON, name=@file or name=@- (stdin); repeatable.",
+    ),
+]
+RowsOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--rows",
+        "-r",
+        help="The rows (required): a .jsonl, .csv or .parquet file; each row is the inputs.",
+        show_default=False,
     ),
 ]
 SetOption = Annotated[

@@ -10,6 +10,7 @@ import typer
 
 from chatstep.cli.common import (
     EXIT_CODES,
+    RowsOption,
     SetOption,
     apply_overrides,
     parse_inputs,
@@ -30,15 +31,7 @@ def map_command(
     output: Annotated[
         Path, typer.Option("--output", "-o", help="Where to write: .jsonl, .csv or .parquet.")
     ],
-    rows: Annotated[
-        Path | None,
-        typer.Option(
-            "--rows",
-            "-r",
-            help="The rows (required): a .jsonl, .csv or .parquet file; each row is the inputs.",
-            show_default=False,
-        ),
-    ] = None,
+    rows: RowsOption = None,
     inputs: Annotated[
         list[str] | None,
         typer.Option(
