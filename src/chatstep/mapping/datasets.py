@@ -167,7 +167,33 @@ def _parse_json_row(text: str, where: str, option: str) -> dict[str, Any]:
     shallow = text.count("[") + text.count("{") <= MAX_JSON_DEPTH
     if not shallow and _json_depth(value) > MAX_JSON_DEPTH:
         raise ConfigError(option, f"{where}: nested too deeply (at most {MAX_JSON_DEPTH} levels)")
+    # A \uD800-\uDFFF escape may decode to a lone surrogate, which is not text: it could be
+    # neither hashed, sent nor written. Looking for the escape first keeps ordinary rows cheap.
+    if "\\ud" in text.lower():
+        _refuse_lone_surrogates(value, where, option)
     return value
+
+
+def _refuse_lone_surrogates(value: Any, where: str, option: str) -> None:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        texts = [item] if isinstance(item, str) else []
+        if isinstance(item, dict):
+            texts = [k for k in item if isinstance(k, str)]
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        for text in texts:
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ConfigError(
+                    option,
+                    f"{where}: holds a lone surrogate escape (\\uD800-\\uDFFF without its "
+                    "pair), which is not text",
+                    "write the character itself, or both halves of its surrogate pair",
+                ) from None
 
 
 def _read_jsonl(path: Path, option: str) -> Iterator[dict[str, Any]]:

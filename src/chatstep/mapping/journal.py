@@ -70,7 +70,7 @@ def step_fingerprint(definition: Mapping[str, Any]) -> str:
 
 def row_hash(row: Mapping[str, Any]) -> str:
     """A short hash of one input row (its canonical JSON)."""
-    return hashlib.sha256(_canonical_json(row).encode("utf-8")).hexdigest()[:32]
+    return hashlib.sha256(_canonical_json(row).encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 @dataclass(frozen=True)
