@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -76,3 +77,15 @@ def test_bad_settings_are_refused() -> None:
     result = CliRunner().invoke(_app(), ["testing-server", "--fault", "explode", "--port", "0"])
     assert result.exit_code != 0
     assert "unknown kind" in result.output
+
+
+def test_a_port_in_use_is_an_error_not_a_traceback() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = CliRunner().invoke(_app(), ["testing-server", "--port", str(port)])
+    assert result.exit_code == 2
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert f"cannot listen on 127.0.0.1:{port}" in result.output
+    assert "--port" in result.output

@@ -38,9 +38,12 @@ def check(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the estimate as JSON.")] = False,
 ) -> None:
-    """Validate STEP, render it for one or every row without sending, and print its prompt
-    tokens and its worst-case and typical cost, per row and for the dataset, on the realtime
-    API and the Batch API. Exit 3 when the step or a row would not render."""
+    """Validate and render STEP without sending; print its prompt tokens and cost.
+
+    Renders the step for one or every row without sending, and prints its prompt tokens and
+    its worst-case and typical cost, per row and for the dataset, on the realtime API and the
+    Batch API. Exit 3 when the step or a row would not render.
+    """
     from chatstep.accounting.estimate import estimate_cost
 
     with reports_errors():

@@ -103,8 +103,7 @@ def run(
         ),
     ] = None,
 ) -> None:
-    """Run a step and print its content, parsed JSON or tool calls (or, with --json, the
-    whole result).
+    """Run a step and print its content, parsed JSON or tool calls (--json: the whole result).
 
     A billed call's tokens and cost are printed on stderr at the end (in --json: usage, cost,
     cost_breakdown); a free one (embedded model, cache hit) prints nothing more.

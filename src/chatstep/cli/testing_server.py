@@ -71,6 +71,14 @@ def run_testing_server(
     except KeyboardInterrupt:
         # uvicorn re-raises Ctrl-C after its graceful shutdown; stopping is the normal way out.
         typer.echo("chatstep test server stopped", err=True)
+    except OSError as exc:
+        # The bind: a port already in use, or an address this machine does not have.
+        typer.echo(
+            f"error: cannot listen on {host}:{port}: {exc.strerror or exc}; pick another "
+            "--port (0 picks a free one) or --host",
+            err=True,
+        )
+        raise typer.Exit(2) from exc
 
 
 def register(app: typer.Typer) -> None:
