@@ -262,3 +262,11 @@ def test_prompt_stream_prints_tool_calls(openai_env: TestServer, tmp_path: Path)
     out = runner.invoke(app, ["prompt", "Oslo?", "-o", "tools", tools, "--stream"])
     assert out.exit_code == 0, out.output
     assert json.loads(out.stdout) == [{"name": "get_weather", "arguments": {"city": "Oslo"}}]
+
+
+def test_an_empty_prompt_is_refused_not_sent(openai_env: TestServer) -> None:
+    for args, stdin in ((["prompt", ""], None), (["prompt", "-"], "  \n")):
+        out = runner.invoke(app, args, input=stdin)
+        assert out.exit_code == 3, out.output
+        assert "empty" in out.output
+    assert openai_env.requests == []

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from chatstep.cli.app import app
 from chatstep.cli.common import EXIT_CODES
+from chatstep.testing import TestServer
 
 from .conftest import ServerFactory, chat_bodies, prompt_of
 
@@ -88,3 +89,18 @@ def test_missing_rows_is_a_usage_error(
     result = CliRunner().invoke(app, [*command, str(step), "-o", str(tmp_path / "o.jsonl")])
     assert result.exit_code == EXIT_CODES["usage"], result.output
     assert "missing --rows FILE" in result.stderr
+
+
+def test_a_misspelt_select_is_refused_before_any_request(tmp_path: Path) -> None:
+    with TestServer() as server:
+        step = tmp_path / "s.yaml"
+        step.write_text("model: gpt-4o-mini\nprompt: '{{ inputs.text }}'\n")
+        rows = tmp_path / "in.jsonl"
+        rows.write_text('{"text": "a"}\n')
+        env = {"OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "sk-test-select-00000"}
+        args = ["map", str(step), "--rows", str(rows), "-o", str(tmp_path / "o.jsonl")]
+        out = CliRunner().invoke(app, [*args, "--select", "nosuch"], env=env)
+        assert out.exit_code == 3, out.output
+        assert "nosuch" in out.output
+        assert "parsed" in out.output  # the fix lists what may be selected
+        assert server.requests == []

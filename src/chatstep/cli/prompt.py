@@ -9,6 +9,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from chatstep.cli.common import EXIT_CODES, read_value, reports_errors
+from chatstep.errors import ConfigError
 
 __all__ = ["DEFAULT_MODEL", "PROMPT_HELP", "register"]
 
@@ -99,6 +100,11 @@ def prompt(
             text = read_value("-", "TEXT")
         else:
             text = _literal_or_file(text, "TEXT")
+        if not text.strip():
+            # An empty prompt is still a billed call that can only answer nothing useful.
+            raise ConfigError(
+                "TEXT", "the prompt is empty", "give the prompt as TEXT, or pipe non-empty text in"
+            )
         inputs: dict[str, Any] = {"text": text}
         # The texts are inputs, not templates: braces in them are sent as written.
         fields: dict[str, Any] = {"model": model, "prompt": "{{ inputs.text }}"}

@@ -123,15 +123,48 @@ def resolve_path(record: Mapping[str, Any], path: str) -> Any:
     return value
 
 
+#: The top-level names a row's record has (a ``--select`` path starts with one of them).
+SELECTABLE = (
+    "attempts",
+    "cached",
+    "content",
+    "cost",
+    "cost_breakdown",
+    "embedding",
+    "embeddings",
+    "error",
+    "error_code",
+    "error_type",
+    "finish_reason",
+    "flagged",
+    "latency_ms",
+    "parsed",
+    "response",
+    "results",
+    "status_code",
+    "tool_calls",
+    "usage",
+    "usage_estimated",
+)
+
+
 def _check_path(path: str) -> str:
     text = path.strip()
-    rebuilt = "".join(f".{k}" if k else f"[{i}]" for k, i in _PATH_PART.findall(text))
+    parts = _PATH_PART.findall(text)
+    rebuilt = "".join(f".{k}" if k else f"[{i}]" for k, i in parts)
     if not text or rebuilt.lstrip(".") != text:
         raise ConfigError(
             "--select",
             f"{path!r} is not a path",
             "write field names joined by dots, with [n] for list items: parsed.label, "
             "response.choices[0].message.content",
+        )
+    # A typo would otherwise give every row an empty column, silently.
+    if parts[0][0] not in SELECTABLE:
+        raise ConfigError(
+            "--select",
+            f"{path!r} does not start with an output a row has",
+            "start with one of: " + ", ".join(SELECTABLE),
         )
     return text
 
