@@ -24,20 +24,18 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from chatstep.batch.client import cancel_parts, client_for, job_for, refresh_job
 from chatstep.batch.files import BatchLimits
 from chatstep.batch.journal import BatchJob, BatchJournal, JobRef
 from chatstep.batch.results import BatchResults, abatch_results
-from chatstep.batch.submit import Rows, asubmit_batch
+from chatstep.batch.submit import asubmit_batch
+from chatstep.core.blocking import sync_twin
 
 if TYPE_CHECKING:
-    from chatstep.core.retry import RetryPolicy
-    from chatstep.core.runner import StepSource
     from chatstep.secrets import SecretStore
 
 __all__ = [
@@ -85,34 +83,7 @@ async def _notify(callback: ProgressCallback | None, job: BatchJob) -> None:
         await outcome
 
 
-def submit_batch(
-    step: StepSource | None,
-    rows: Rows,
-    *,
-    secrets: SecretStore | None = None,
-    journal: BatchJournal | None = None,
-    limits: BatchLimits | None = None,
-    metadata: Mapping[str, str] | None = None,
-    retry: RetryPolicy | None = None,
-    source: str | None = None,
-    max_cost: float | None = None,
-) -> BatchJob:
-    """Synchronous :func:`asubmit_batch`."""
-    from chatstep.core.calls import run_sync
-
-    return run_sync(
-        asubmit_batch(
-            step,
-            rows,
-            secrets=secrets,
-            journal=journal,
-            limits=limits,
-            metadata=metadata,
-            retry=retry,
-            source=source,
-            max_cost=max_cost,
-        )
-    )
+submit_batch = sync_twin(asubmit_batch)
 
 
 # --- status, wait, cancel ----------------------------------------------------------------------
@@ -135,17 +106,7 @@ async def abatch_status(
     return current
 
 
-def batch_status(
-    job: JobRef,
-    *,
-    secrets: SecretStore | None = None,
-    journal: BatchJournal | None = None,
-    api_key: str | None = None,
-) -> BatchJob:
-    """Synchronous :func:`abatch_status`."""
-    from chatstep.core.calls import run_sync
-
-    return run_sync(abatch_status(job, secrets=secrets, journal=journal, api_key=api_key))
+batch_status = sync_twin(abatch_status)
 
 
 async def apoll_batch(
@@ -192,32 +153,10 @@ async def apoll_batch(
             raise
 
 
-def poll_batch(
-    job: JobRef,
-    *,
-    poll: PollSchedule | None = None,
-    timeout: float | None = None,
-    on_progress: ProgressCallback | None = None,
-    cancel_on_cancel: bool = True,
-    secrets: SecretStore | None = None,
-    journal: BatchJournal | None = None,
-    api_key: str | None = None,
-) -> BatchJob:
-    """Synchronous :func:`apoll_batch` (Ctrl-C cancels the batch unless ``cancel_on_cancel``)."""
-    from chatstep.core.calls import run_sync
-
-    return run_sync(
-        apoll_batch(
-            job,
-            poll=poll,
-            timeout=timeout,
-            on_progress=on_progress,
-            cancel_on_cancel=cancel_on_cancel,
-            secrets=secrets,
-            journal=journal,
-            api_key=api_key,
-        )
-    )
+poll_batch = sync_twin(
+    apoll_batch,
+    "Synchronous :func:`apoll_batch` (Ctrl-C cancels the batch unless ``cancel_on_cancel``).",
+)
 
 
 async def acancel_batch(
@@ -235,17 +174,7 @@ async def acancel_batch(
     return current
 
 
-def cancel_batch(
-    job: JobRef,
-    *,
-    secrets: SecretStore | None = None,
-    journal: BatchJournal | None = None,
-    api_key: str | None = None,
-) -> BatchJob:
-    """Synchronous :func:`acancel_batch`."""
-    from chatstep.core.calls import run_sync
-
-    return run_sync(acancel_batch(job, secrets=secrets, journal=journal, api_key=api_key))
+cancel_batch = sync_twin(acancel_batch)
 
 
 def list_batches(journal: BatchJournal | None = None, limit: int | None = 50) -> list[BatchJob]:
@@ -253,27 +182,4 @@ def list_batches(journal: BatchJournal | None = None, limit: int | None = 50) ->
     return (journal or BatchJournal()).list(limit)
 
 
-def batch_results(
-    job: JobRef,
-    output: str | Path | None = None,
-    *,
-    rows: Rows | None = None,
-    secrets: SecretStore | None = None,
-    journal: BatchJournal | None = None,
-    api_key: str | None = None,
-    price_table: Any = None,
-) -> BatchResults:
-    """Synchronous :func:`abatch_results`."""
-    from chatstep.core.calls import run_sync
-
-    return run_sync(
-        abatch_results(
-            job,
-            output,
-            rows=rows,
-            secrets=secrets,
-            journal=journal,
-            api_key=api_key,
-            price_table=price_table,
-        )
-    )
+batch_results = sync_twin(abatch_results)

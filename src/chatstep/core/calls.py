@@ -8,10 +8,10 @@ for many calls (it pools connections and keeps the cache open).
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from chatstep.core.blocking import run_sync
 from chatstep.core.result import AnyResult
 from chatstep.core.runner import AsyncRunner, DeltaCallback, StepSource
 from chatstep.core.streaming import Delta
@@ -22,29 +22,6 @@ if TYPE_CHECKING:
 __all__ = ["StepStream", "arun_step", "astream_step", "run_step", "run_sync"]
 
 T = TypeVar("T")
-
-
-def run_sync(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine to completion from synchronous code, even inside a running loop."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    # Called from inside an event loop (a notebook, an async orchestrator): run in a thread.
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["value"] = asyncio.run(coro)
-        except BaseException as exc:
-            box["error"] = exc
-
-    thread = threading.Thread(target=target, name="chatstep-run")
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    return box["value"]  # type: ignore[no-any-return]
 
 
 async def arun_step(

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
+from chatstep.core.blocking import sync_twin
 from chatstep.core.deadlines import within
 from chatstep.core.render import make_context
 from chatstep.core.result import AnyResult, EmbeddingResult, ModerationResult, StepResult
@@ -509,17 +510,6 @@ async def arun_flow(
     return run
 
 
-def run_flow(
-    flow: Flow | str | Path | Mapping[str, Any],
-    inputs: Mapping[str, Any] | None = None,
-    *,
-    runner: AsyncRunner | None = None,
-    raise_on_failure: bool = True,
-    max_cost: float | None = None,
-) -> FlowRun:
-    """Synchronous :func:`arun_flow` (from inside an event loop, it runs in a thread)."""
-    from chatstep.core.calls import run_sync
-
-    return run_sync(
-        arun_flow(flow, inputs, runner=runner, raise_on_failure=raise_on_failure, max_cost=max_cost)
-    )
+run_flow = sync_twin(
+    arun_flow, "Synchronous :func:`arun_flow` (from inside an event loop, it runs in a thread)."
+)
