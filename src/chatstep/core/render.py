@@ -16,7 +16,6 @@ from chatstep.core.result import _ResultBase, template_view
 from chatstep.secrets import SecretStore, default_secret_store
 from chatstep.steps.definitions import StepBase
 from chatstep.steps.fields import is_templated, looks_like_template
-from chatstep.steps.limits import check_step_data
 from chatstep.steps.loading import validate_step
 from chatstep.templating.sandbox import TemplateContext, render_value
 
@@ -81,8 +80,5 @@ def render_step(step: S, ctx: TemplateContext, *, prefix: str = "") -> S:
         path = f"{prefix}.{name}" if prefix else name
         whole = name in native and isinstance(value, str)
         rendered[name] = render_value(value, ctx, path, native=whole)
-    # Inputs (rows, -i values, earlier outputs) may bring text no endpoint can take (a lone
-    # surrogate): refuse it here, naming the field, instead of failing inside the HTTP client.
-    check_step_data(rendered, prefix)
     result: S = validate_step(type(step), rendered, prefix=prefix, rendered=True)
     return result

@@ -30,6 +30,7 @@ from jinja2.utils import missing
 from chatstep.errors import ChatstepError, SecretNotFoundError, TemplateError, redact
 from chatstep.secrets import SecretStore, default_secret_store
 from chatstep.steps.fields import looks_like_template as is_template
+from chatstep.steps.limits import check_step_data
 from chatstep.templating import bounds
 from chatstep.templating.bounds import (
     MAX_RENDERED_CHARS,
@@ -264,9 +265,23 @@ def render_string(source: str, ctx: TemplateContext, field: str) -> str:
 
 
 def _render(source: str, ctx: TemplateContext, field: str, *, native: bool) -> Any:
-    """Render one template; with ``native``, a lone ``{{ expr }}`` gives the value itself."""
+    """Render one template; with ``native``, a lone ``{{ expr }}`` gives the value itself.
+
+    Inputs (rows, ``-i`` values, earlier outputs) may bring text no endpoint can take (a lone
+    surrogate): it is refused here, naming the field, not inside the HTTP client.
+    """
     if not is_template(source):
         return source
+    value = _render_unchecked(source, ctx, field, native=native)
+    if isinstance(value, str):
+        if not value.isascii():  # ASCII is always sendable: the common case costs one C call
+            check_step_data(value, field)
+    elif isinstance(value, (dict, list)):
+        check_step_data(value, field)
+    return value
+
+
+def _render_unchecked(source: str, ctx: TemplateContext, field: str, *, native: bool) -> Any:
     secrets = _Secrets(ctx.secrets, field)
     names = {
         "inputs": ctx.inputs,
