@@ -115,6 +115,7 @@ if TYPE_CHECKING:
     )
     from chatstep.steps.definitions import (
         ChatCompletion,
+        Completion,
         Embedding,
         Fallback,
         Guard,
@@ -215,6 +216,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "chatstep.secrets": ("SecretStore",),
     "chatstep.steps.definitions": (
         "ChatCompletion",
+        "Completion",
         "Embedding",
         "Fallback",
         "Guard",
@@ -249,6 +251,7 @@ __all__ = [
     "BudgetExceededError",
     "ChatCompletion",
     "ChatstepError",
+    "Completion",
     "ConfigError",
     "ConflictError",
     "Cost",

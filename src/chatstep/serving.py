@@ -3,6 +3,7 @@
 ::
 
     POST /v1/chat/completions   JSON, or server-sent events with "stream": true
+    POST /v1/completions        the legacy endpoint, on backends that serve it (the embedded model)
     POST /v1/embeddings
     POST /v1/moderations
     GET  /v1/models
@@ -268,6 +269,26 @@ def create_serving_app(
             background=BackgroundTask(_close, streamed.chunks),
         )
 
+    async def text_completions(request: Request) -> Response:
+        from chatstep.core.text_completion import text_backend
+
+        try:
+            body = await _json_body(request)
+            request_timeout = _timeout(request, timeout)
+            text = text_backend(backend)
+            if not body.get("stream"):
+                reply = await text.complete_text(body, timeout=request_timeout)
+                return JSONResponse(reply.body, headers=_forwarded(reply.headers))
+            streamed = await text.stream_text(body, timeout=request_timeout)
+        except Exception as exc:
+            return _error_response(exc)
+        return StreamingResponse(
+            _events(streamed.chunks),
+            media_type="text/event-stream",
+            headers={"cache-control": "no-cache", **_forwarded(streamed.headers)},
+            background=BackgroundTask(_close, streamed.chunks),
+        )
+
     async def models(request: Request) -> Response:
         try:
             reply = await backend.list_models(timeout=_timeout(request, timeout))
@@ -291,8 +312,8 @@ def create_serving_app(
     async def http_error(request: Request, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, HTTPException) else 500
         message = f"{request.method} {request.url.path}: " + (
-            "no such endpoint (this server offers /v1/chat/completions, /v1/embeddings, "
-            "/v1/moderations and /v1/models)"
+            "no such endpoint (this server offers /v1/chat/completions, /v1/completions, "
+            "/v1/embeddings, /v1/moderations and /v1/models)"
             if status in (404, 405)
             else str(getattr(exc, "detail", "request failed"))
         )
@@ -301,6 +322,7 @@ def create_serving_app(
 
     routes = [
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/v1/completions", text_completions, methods=["POST"]),
         Route(
             "/v1/embeddings",
             handle(lambda body, t: backend.embed(body, timeout=t)),

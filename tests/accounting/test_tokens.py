@@ -223,7 +223,19 @@ def test_embeddings_and_moderations_inputs() -> None:
 
 def test_unknown_endpoint_is_refused() -> None:
     with pytest.raises(ValueError, match="endpoint"):
-        estimate_prompt_tokens({"model": "gpt-4o"}, "completions")
+        estimate_prompt_tokens({"model": "gpt-4o"}, "audio.speech")
+
+
+def test_legacy_completions_count_every_prompt_and_the_suffix_per_prompt() -> None:
+    one = estimate_prompt_tokens(
+        {"model": "gpt-3.5-turbo-instruct", "prompt": "Hello there"}, "completions"
+    )
+    body = {
+        "model": "gpt-3.5-turbo-instruct",
+        "prompt": ["Hello there"] * 3,
+        "suffix": "Hello there",
+    }
+    assert estimate_prompt_tokens(body, "completions") == 6 * one
 
 
 def test_approximation_error_bound_on_prose() -> None:

@@ -52,7 +52,8 @@ def worst_case_cost(
 
     endpoint = request.endpoint
     prompt = estimate_prompt_tokens(request.body, endpoint)
-    completion = completion_budget(request.body) if endpoint == "chat.completions" else 0
+    completes = endpoint in ("chat.completions", "completions")
+    completion = completion_budget(request.body) if completes else 0
     local = conn is not None and conn.backend == "local"
     cost = prices.estimate_cost(request.model, prompt, completion, batch=batch, local=local)
     if cost is None:

@@ -171,7 +171,8 @@ def estimate_cost(
         if local is None:  # one connection for the whole dataset, as map and batch use
             local = resolve_connection(rendered, store).backend == "local"
         prompt = estimate_prompt_tokens(request.body, request.endpoint)
-        output = completion_budget(request.body) if request.endpoint == "chat.completions" else 0
+        completes = request.endpoint in ("chat.completions", "completions")
+        output = completion_budget(request.body) if completes else 0
         tokens = per_model.setdefault(request.model, _ModelTokens())
         tokens.requests += 1
         tokens.prompt += prompt

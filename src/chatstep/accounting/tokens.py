@@ -315,23 +315,37 @@ def estimate_prompt_tokens(body: Mapping[str, Any], endpoint: str = "chat.comple
         return total + _schema_tokens(body, encoding)
     if endpoint in ("embeddings", "moderations"):
         return _input_tokens(body.get("input"), count)
+    if endpoint == "completions":  # the prompt (or prompts), and the suffix once per prompt
+        prompts = body.get("prompt")
+        times = len(prompts) if isinstance(prompts, list) and prompts else 1
+        suffix = _input_tokens(body.get("suffix") or "", count)
+        return _input_tokens(prompts, count) + times * suffix
     raise ValueError(
         f"endpoint: {endpoint!r} is not known "
-        "(use 'chat.completions', 'embeddings' or 'moderations')"
+        "(use 'chat.completions', 'completions', 'embeddings' or 'moderations')"
     )
 
 
 def completion_budget(
     body: Mapping[str, Any], default_completion_tokens: int = DEFAULT_COMPLETION_TOKENS
 ) -> int:
-    """Output tokens a chat request may produce: its token limit (or the default) times ``n``."""
+    """Output tokens a chat request may produce: its token limit (or the default) times ``n``.
+
+    A legacy ``/completions`` body (it has ``prompt``) may produce ``max_tokens`` (the API's
+    default: 16) times ``max(n, best_of)`` per prompt.
+    """
     limit = body.get("max_completion_tokens")
     if limit is None:
         limit = body.get("max_tokens")
+    choices = int(body.get("n") or 1)
+    if "prompt" in body and "messages" not in body:
+        prompts = body["prompt"]
+        per_prompt = max(choices, int(body.get("best_of") or 1))
+        count = len(prompts) if isinstance(prompts, list) and prompts else 1
+        return int(16 if limit is None else limit) * per_prompt * count
     if limit is None:
         limit = default_completion_tokens
-    choices = body.get("n")
-    return int(limit) * (int(choices) if choices else 1)
+    return int(limit) * choices
 
 
 def estimate_request_tokens(
@@ -348,6 +362,6 @@ def estimate_request_tokens(
     the error bound of :func:`estimate_prompt_tokens`.
     """
     prompt = estimate_prompt_tokens(body, endpoint)
-    if endpoint != "chat.completions":
+    if endpoint not in ("chat.completions", "completions"):
         return prompt
     return prompt + completion_budget(body, default_completion_tokens)

@@ -10,6 +10,8 @@ __all__ = ["local_usage"]
 
 
 def _choice_text(choice: Mapping[str, Any]) -> str:
+    if "message" not in choice and isinstance(choice.get("text"), str):
+        return str(choice["text"])  # a legacy text_completion choice
     message = choice.get("message") or {}
     parts = [message.get("content") or "", message.get("refusal") or ""]
     for call in message.get("tool_calls") or []:
@@ -31,7 +33,8 @@ def local_usage(body: Mapping[str, Any], response: Mapping[str, Any]) -> dict[st
     from chatstep.accounting.tokens import count_tokens, estimate_prompt_tokens
 
     model = str(body.get("model") or "")
-    prompt = estimate_prompt_tokens(body, "chat.completions")
+    endpoint = "completions" if "prompt" in body and "messages" not in body else "chat.completions"
+    prompt = estimate_prompt_tokens(body, endpoint)
     completion = sum(
         count_tokens(_choice_text(choice), model) for choice in response.get("choices") or []
     )

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["Backend", "Reply", "StreamReply"]
+__all__ = ["Backend", "Reply", "StreamReply", "TextCompletionBackend"]
 
 JSON = dict[str, Any]
 
@@ -63,4 +63,17 @@ class Backend(Protocol):
 
     async def aclose(self) -> None:
         """Release connections or model memory."""
+        ...
+
+
+@runtime_checkable
+class TextCompletionBackend(Protocol):
+    """A backend that also serves the legacy Completions endpoint (``type: completion`` steps)."""
+
+    async def complete_text(self, body: JSON, *, timeout: float) -> Reply:
+        """POST /completions without streaming (a ``text_completion``)."""
+        ...
+
+    async def stream_text(self, body: JSON, *, timeout: float) -> StreamReply:
+        """POST /completions with ``stream: true``; events are ``text_completion`` objects."""
         ...

@@ -139,9 +139,18 @@ class OpenAIHTTPBackend:
         return await self._post("/chat/completions", body, timeout)
 
     async def stream(self, body: JSON, *, timeout: float) -> StreamReply:
-        from openai import AsyncStream
+        return await self._stream("/chat/completions", body, timeout)
 
-        path = "/chat/completions"
+    async def complete_text(self, body: JSON, *, timeout: float) -> Reply:
+        """POST /completions (the legacy Completions endpoint)."""
+        return await self._post("/completions", body, timeout)
+
+    async def stream_text(self, body: JSON, *, timeout: float) -> StreamReply:
+        """POST /completions with ``stream: true``: ``text_completion`` events."""
+        return await self._stream("/completions", body, timeout)
+
+    async def _stream(self, path: str, body: JSON, timeout: float) -> StreamReply:
+        from openai import AsyncStream
 
         async def send() -> Any:
             return await self._client.post(

@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 #: Endpoints a chatstep step can run in a batch.
-BATCH_ENDPOINTS = ("/v1/chat/completions", "/v1/embeddings", "/v1/moderations")
+BATCH_ENDPOINTS = ("/v1/chat/completions", "/v1/embeddings", "/v1/moderations", "/v1/completions")
 
 _MB = 1024 * 1024
 
@@ -256,7 +256,7 @@ def _error_of(
 def _answer_problem(body: Any, endpoint: str) -> dict[str, Any] | None:
     """The error of a 2xx body that is not an answer (see core.response_check), or None."""
     name = endpoint.removeprefix("/v1").strip("/").replace("/", ".")
-    if name not in ("chat.completions", "embeddings", "moderations"):
+    if name not in ("chat.completions", "embeddings", "moderations", "completions"):
         return None
     try:
         check_response(name, body, f"POST {endpoint}")
@@ -290,10 +290,10 @@ def join_results(
     check of ``endpoint`` (``/v1/chat/completions``...). ``missing(index)`` is the error of a row
     no file answers; ``cost(body)`` prices one response. Each joined row holds ``index``,
     ``custom_id``, ``input``, ``ok``, ``response`` (the API's body), ``error``, ``usage``,
-    ``cost`` and, for chat, ``content``, and ``parsed`` when ``response_format`` asks for JSON:
-    the answer parsed and checked against the schema, as ``run`` and ``map`` do. An answer that
-    fails that check makes the row fail (``error.code`` ``invalid_json``, ``schema_mismatch`` or
-    ``truncated_output``), its response kept.
+    ``cost`` and, for chat and legacy completions, ``content``, and ``parsed`` when
+    ``response_format`` asks for JSON: the answer parsed and checked against the schema, as
+    ``run`` and ``map`` do. An answer that fails that check makes the row fail (``error.code``
+    ``invalid_json``, ``schema_mismatch`` or ``truncated_output``), its response kept.
     """
     paths, where = _index(result_files)
     errors_at = set(error_files)
@@ -383,4 +383,6 @@ def _content(body: Any) -> str | None:
         return None
     message = choices[0].get("message")
     content = message.get("content") if isinstance(message, Mapping) else None
+    if message is None:
+        content = choices[0].get("text")  # a legacy /v1/completions answer
     return content if isinstance(content, str) else None

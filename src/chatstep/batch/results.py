@@ -160,7 +160,7 @@ async def abatch_results(
         dest,
         missing=_missing(current),
         cost=_pricer(current, price_table),
-        chat=current.endpoint == "/v1/chat/completions",
+        chat=current.endpoint in ("/v1/chat/completions", "/v1/completions"),
         response_format=current.response_format,
         error_files=error_files,
         endpoint=current.endpoint,

@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from chatstep.errors import ConfigError
-from chatstep.steps.definitions import ChatCompletion, Embedding, Moderation, Step
+from chatstep.steps.definitions import ChatCompletion, Completion, Embedding, Moderation, Step
 from chatstep.steps.tools import function_call_to_tool_choice, functions_to_tools
 
 __all__ = ["Endpoint", "Request", "build_request", "compose_messages"]
 
-Endpoint = Literal["chat.completions", "embeddings", "moderations"]
+Endpoint = Literal["chat.completions", "embeddings", "moderations", "completions"]
 
 # Typed fields sent as they are when set (None means: the provider's default).
 _CHAT_PARAMS = (
@@ -132,4 +132,8 @@ def build_request(step: Step, *, stream: bool | None = None) -> Request:
         return Request("embeddings", body)
     if isinstance(step, Moderation):
         return Request("moderations", {"model": step.model, "input": step.input})
+    if isinstance(step, Completion):
+        from chatstep.core.text_completion import completion_body
+
+        return Request("completions", completion_body(step, stream))
     raise TypeError(f"not a step: {type(step).__name__}")

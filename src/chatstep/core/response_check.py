@@ -9,8 +9,9 @@ a success:
 - an ``error`` object becomes the :class:`~chatstep.errors.APIStatusError` its ``code`` / ``type``
   names, as if that status had come (502 -> ``InternalServerError``, ``rate_limit_exceeded`` ->
   ``RateLimitError``...); ``status_code`` is the status it stands for and ``body`` keeps it;
-- a missing or empty collection (chat ``choices`` each with a ``message``, embeddings ``data``,
-  moderation ``results``) is an :class:`~chatstep.errors.InvalidResponseError` (retried).
+- a missing or empty collection (chat ``choices`` each with a ``message``, ``text_completion``
+  ``choices`` each with a ``text``, embeddings ``data``, moderation ``results``) is an
+  :class:`~chatstep.errors.InvalidResponseError` (retried).
 """
 
 from __future__ import annotations
@@ -120,7 +121,8 @@ def error_from_object(
 def check_response(endpoint: str, body: Any, where: str) -> None:
     """Raise the typed error when a 2xx ``body`` for ``endpoint`` is not a valid answer.
 
-    ``endpoint`` is ``"chat.completions"``, ``"embeddings"`` or ``"moderations"``.
+    ``endpoint`` is ``"chat.completions"``, ``"completions"``, ``"embeddings"`` or
+    ``"moderations"``.
     Raises :class:`~chatstep.errors.APIStatusError` subclasses (an error object) or
     :class:`~chatstep.errors.InvalidResponseError` (no answer in it).
     """
@@ -137,7 +139,14 @@ def check_response(endpoint: str, body: Any, where: str) -> None:
             "status without a result, so it is retried",
             body=_clip(body),
         )
-    if key == "choices":
+    if endpoint == "completions":
+        for i, choice in enumerate(items):
+            if not isinstance(choice, Mapping) or not isinstance(choice.get("text"), str):
+                raise InvalidResponseError(
+                    f"{where}: choices[{i}] has no text; the answer is incomplete",
+                    body=_clip(body),
+                )
+    elif key == "choices":
         for i, choice in enumerate(items):
             if not isinstance(choice, Mapping) or not isinstance(choice.get("message"), Mapping):
                 raise InvalidResponseError(

@@ -229,9 +229,18 @@ class _ResultBase:
         }
 
 
+def _choice_text(choice: Any) -> str | None:
+    if not isinstance(choice, dict):
+        return None
+    if "message" not in choice and isinstance(choice.get("text"), str):
+        return str(choice["text"])  # the legacy Completions endpoint
+    content = (choice.get("message") or {}).get("content")
+    return content if isinstance(content, str) else None
+
+
 @dataclass
 class StepResult(_ResultBase):
-    """The result of a chat step."""
+    """The result of a chat step, or of a legacy ``completion`` step (``content`` is its text)."""
 
     parsed: Any = None
     """JSON output (json_object / json_schema) of the first choice, validated; else None."""
@@ -253,18 +262,15 @@ class StepResult(_ResultBase):
 
     @property
     def content(self) -> str | None:
-        """The first choice's text (Flyte's ``o0``)."""
-        content = self.message.get("content")
-        return content if isinstance(content, str) else None
+        """The first choice's text (Flyte's ``o0``): ``message.content``, or a legacy
+        ``text_completion``'s ``text``."""
+        choices = self._choices()
+        return _choice_text(choices[0]) if choices else None
 
     @property
     def contents(self) -> list[str | None]:
         """Every choice's text, in choice order."""
-        out: list[str | None] = []
-        for c in self._choices():
-            content = (c.get("message") or {}).get("content")
-            out.append(content if isinstance(content, str) else None)
-        return out
+        return [_choice_text(c) for c in self._choices()]
 
     @property
     def finish_reason(self) -> str | None:

@@ -32,6 +32,7 @@ from chatstep.core.result import AnyResult, EmbeddingResult, ModerationResult, S
 from chatstep.core.retry import RetryLoop, RetryPolicy
 from chatstep.core.streaming import ChunkAssembler, Delta
 from chatstep.core.structured_output import parse_json_output
+from chatstep.core.text_completion import TextChunkAssembler, text_backend
 from chatstep.errors import APIConnectionError, APIError, APITimeoutError, InvalidResponseError
 from chatstep.steps.definitions import ChatCompletion, Step
 from chatstep.steps.loading import StepSource, load_step
@@ -85,7 +86,7 @@ async def _replay(response: dict[str, Any], on_delta: DeltaCallback | None) -> N
         message = choice.get("message") or {}
         delta = Delta(
             choice=int(choice.get("index", 0)),
-            content=message.get("content"),
+            content=message.get("content") if "message" in choice else choice.get("text"),
             tool_calls=message.get("tool_calls"),
             finish_reason=choice.get("finish_reason"),
         )
@@ -436,22 +437,24 @@ class AsyncRunner:
         stream_timeout: float | None = None,
     ) -> Reply:
         body = request.body
-        if request.endpoint == "embeddings":
+        if request.endpoint == "completions" and not body.get("stream"):
+            reply = await text_backend(backend).complete_text(body, timeout=timeout)
+        elif request.endpoint == "embeddings":
             reply = await backend.embed(body, timeout=timeout)
         elif request.endpoint == "moderations":
             reply = await backend.moderate(body, timeout=timeout)
         elif not body.get("stream"):
             reply = await backend.complete(body, timeout=timeout)
         elif stream_timeout is None:
-            reply = await self._stream(backend, body, timeout, on_delta, state)
+            reply = await self._stream(backend, request, timeout, on_delta, state)
         else:
             try:
                 reply = await within(
-                    stream_timeout, self._stream(backend, body, timeout, on_delta, state)
+                    stream_timeout, self._stream(backend, request, timeout, on_delta, state)
                 )
             except asyncio.TimeoutError:
                 raise APITimeoutError(
-                    f"POST /chat/completions: the stream did not finish within "
+                    f"POST {request.path}: the stream did not finish within "
                     f"stream_timeout ({stream_timeout:g} s)"
                 ) from None
         # Whatever the backend, a success that is not an answer never goes further.
@@ -461,13 +464,19 @@ class AsyncRunner:
     async def _stream(
         self,
         backend: Backend,
-        body: dict[str, Any],
+        request: Request,
         timeout: float,
         on_delta: DeltaCallback | None,
         state: _Attempt,
     ) -> Reply:
-        streamed = await backend.stream(body, timeout=timeout)
-        assembler = ChunkAssembler()
+        body = request.body
+        assembler: ChunkAssembler | TextChunkAssembler
+        if request.endpoint == "completions":
+            streamed = await text_backend(backend).stream_text(body, timeout=timeout)
+            assembler = TextChunkAssembler()
+        else:
+            streamed = await backend.stream(body, timeout=timeout)
+            assembler = ChunkAssembler()
         async for chunk in streamed.chunks:
             for delta in assembler.add(chunk):
                 if on_delta is not None:
@@ -476,7 +485,7 @@ class AsyncRunner:
                     await _deliver(on_delta, delta)
         if not assembler.has_choices:
             raise InvalidResponseError(
-                "POST /chat/completions: the stream ended without any choice "
+                f"POST {request.path}: the stream ended without any choice "
                 f"({assembler.chunks} events); the server sent no answer, so it is retried"
             )
         response = assembler.response()
@@ -489,7 +498,7 @@ class AsyncRunner:
         reply = Reply(response, streamed.headers, usage_estimated=estimated)
         if not assembler.finished:
             error = APIConnectionError(
-                "POST /chat/completions: the stream ended before the answer finished"
+                f"POST {request.path}: the stream ended before the answer finished"
             )
             if assembler.chunks:
                 error.result = reply  # priced by execute(); it was billed
@@ -560,6 +569,8 @@ class AsyncRunner:
             return EmbeddingResult(**common)
         if request.endpoint == "moderations":
             return ModerationResult(**common)
+        if request.endpoint == "completions":
+            return StepResult(**common)  # .content is choices[0].text
         assert isinstance(step, ChatCompletion)
         if step.functions:
             _mirror_function_call(response)

@@ -250,6 +250,7 @@ _ROW_FIELDS: dict[str, tuple[str, ...]] = {
     "chat": ("content", "parsed", "tool_calls", "finish_reason"),
     "embedding": ("embedding",),
     "moderation": ("flagged", "results"),
+    "completion": ("content", "finish_reason"),
 }
 _COMMON_ROW_FIELDS = ("usage", "cost", "cached", "attempts", "response", "error")
 _ROW_PREFIX = "chatstep_output."

@@ -25,7 +25,7 @@ from pydantic import Field, model_validator
 from chatstep.core.retry import RetryPolicy
 from chatstep.durations import Duration, parse_duration
 from chatstep.errors import ConfigError
-from chatstep.steps.definitions import ChatCompletion, Embedding, Moderation, Step
+from chatstep.steps.definitions import ChatCompletion, Completion, Embedding, Moderation, Step
 from chatstep.steps.loading import step_class_for, step_from_dict, validate_step
 from chatstep.steps.strict import StrictModel
 
@@ -259,7 +259,7 @@ class _MapProps(StrictModel):
 def known_task_types() -> list[str]:
     """Every task type a flow may use."""
     names = [RETURN_TYPE, MAP_TYPE]
-    for cls in (ChatCompletion, Moderation, Embedding):
+    for cls in (ChatCompletion, Moderation, Embedding, Completion):
         names += [n for n in cls.type_names if "." in n]
     return sorted(names)
 

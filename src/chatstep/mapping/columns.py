@@ -24,7 +24,7 @@ from typing import Any
 
 from chatstep.core.result import AnyResult, EmbeddingResult, ModerationResult, StepResult
 from chatstep.errors import APIError, ChatstepError, ConfigError
-from chatstep.steps.definitions import ChatCompletion, Embedding, Step
+from chatstep.steps.definitions import ChatCompletion, Completion, Embedding, Step
 
 __all__ = [
     "OutputShape",
@@ -179,6 +179,8 @@ def default_select(step: Step) -> list[str]:
         return [*picked, "cost"]
     if isinstance(step, Embedding):
         return ["embedding", "cost"]
+    if isinstance(step, Completion):
+        return ["content", "cost"]
     return ["flagged", "cost"]
 
 

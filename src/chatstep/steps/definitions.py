@@ -9,7 +9,7 @@ sends only what the step sets.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, TypeAlias
 
 from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 
@@ -31,6 +31,7 @@ from chatstep.steps.tools import FunctionDef, NamedToolChoice, Tool
 
 __all__ = [
     "ChatCompletion",
+    "Completion",
     "Embedding",
     "JSONSchemaFormat",
     "Moderation",
@@ -434,5 +435,7 @@ class Embedding(StepBase):
     user: str | None = None
 
 
-Step = ChatCompletion | Moderation | Embedding
+from chatstep.steps.completion import Completion  # noqa: E402  (it builds on StepBase above)
+
+Step: TypeAlias = ChatCompletion | Moderation | Embedding | Completion
 """Any step definition."""

@@ -11,7 +11,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from chatstep.errors import ConfigError
-from chatstep.steps.definitions import ChatCompletion, Embedding, Moderation, Step
+from chatstep.steps.definitions import ChatCompletion, Completion, Embedding, Moderation, Step
 from chatstep.steps.limits import MAX_STEP_FILE_BYTES, check_step_data, load_yaml
 
 __all__ = [
@@ -27,10 +27,13 @@ __all__ = [
 StepSource = Step | str | Path | Mapping[str, Any]
 """A step object, a ``.yaml``/``.yml``/``.json`` path, YAML text, or a mapping."""
 
-_STEP_CLASSES: tuple[type[ChatCompletion] | type[Moderation] | type[Embedding], ...] = (
+_STEP_CLASSES: tuple[
+    type[ChatCompletion] | type[Moderation] | type[Embedding] | type[Completion], ...
+] = (
     ChatCompletion,
     Moderation,
     Embedding,
+    Completion,
 )
 
 # Pydantic names union members and tagged-union tags inside error locations; they are not
@@ -104,7 +107,7 @@ def config_error(exc: ValidationError, prefix: str = "", rendered: bool = False)
 
 def step_class_for(
     type_name: str | None,
-) -> type[ChatCompletion] | type[Moderation] | type[Embedding]:
+) -> type[ChatCompletion] | type[Moderation] | type[Embedding] | type[Completion]:
     """The step class a ``type`` value names (``chat`` when absent)."""
     if type_name is None:
         return ChatCompletion
@@ -151,7 +154,7 @@ def load_step(source: StepSource) -> Step:
     ``MAX_STEP_FILE_BYTES``, not UTF-8, not valid YAML/JSON, or over the bounds of
     :mod:`chatstep.steps.limits` (depth, values counted with YAML aliases expanded).
     """
-    if isinstance(source, ChatCompletion | Moderation | Embedding):
+    if isinstance(source, ChatCompletion | Moderation | Embedding | Completion):
         return source
     if isinstance(source, Mapping):
         return step_from_dict(source)

@@ -34,6 +34,7 @@ __all__ = ["create_app"]
 _ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 _ROUTES: tuple[tuple[str, str, list[str]], ...] = (
     ("/v1/chat/completions", "/v1/chat/completions", ["POST"]),
+    ("/v1/completions", "/v1/completions", ["POST"]),
     ("/v1/embeddings", "/v1/embeddings", ["POST"]),
     ("/v1/moderations", "/v1/moderations", ["POST"]),
     ("/v1/models", "/v1/models", ["GET"]),

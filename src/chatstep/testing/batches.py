@@ -39,7 +39,7 @@ __all__ = ["BATCH_ENDPOINTS", "Resources"]
 
 JSON = dict[str, Any]
 Run = Callable[["ServerState", Request], Awaitable[Outcome]]
-BATCH_ENDPOINTS = ("/v1/chat/completions", "/v1/embeddings", "/v1/moderations")
+BATCH_ENDPOINTS = ("/v1/chat/completions", "/v1/embeddings", "/v1/moderations", "/v1/completions")
 """Endpoints the test server runs batches for."""
 _WINDOW_SECONDS = 24 * 3600
 _ENDED = frozenset({"completed", "failed", "expired", "cancelled"})

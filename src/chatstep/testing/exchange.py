@@ -35,6 +35,14 @@ from chatstep.testing.synth import (
     default_moderation,
     model_object,
 )
+from chatstep.testing.text_completions import (
+    COMPLETIONS_ROUTE,
+    default_text_completion,
+    finished_event,
+    refusal,
+    render_text,
+    text_stream_chunks,
+)
 from chatstep.testing.wire import Outcome, Request, error_outcome
 
 __all__ = ["LIMITED_ROUTES", "Outcome", "Request", "answer", "error_outcome"]
@@ -42,7 +50,9 @@ __all__ = ["LIMITED_ROUTES", "Outcome", "Request", "answer", "error_outcome"]
 JSON = dict[str, Any]
 _DELAY_TICK = 0.05
 CHAT_ROUTE = "/v1/chat/completions"
-LIMITED_ROUTES = frozenset({CHAT_ROUTE, "/v1/embeddings", "/v1/moderations"})
+LIMITED_ROUTES = frozenset({CHAT_ROUTE, COMPLETIONS_ROUTE, "/v1/embeddings", "/v1/moderations"})
+_STREAMED = ("chat.completion", "text_completion")
+"""Answer objects a ``stream: true`` request gets as events."""
 """Routes that count against rate limits and get injected faults (the model endpoints)."""
 
 
@@ -85,6 +95,8 @@ async def _default_answer(state: ServerState, request: Request) -> Any:
         return await state.resources.answer(request, state, answer)
     if route == CHAT_ROUTE:
         return default_chat_completion(body, state.next_id("chatcmpl"))
+    if route == COMPLETIONS_ROUTE:
+        return refusal(body) or default_text_completion(body, state.next_id("cmpl"))
     if route == "/v1/embeddings":
         return default_embeddings(body)
     if route == "/v1/moderations":
@@ -225,24 +237,32 @@ async def _respond(context: _Context, item: Respond) -> Outcome:
     body = default
     if context.request.route == CHAT_ROUTE:
         body = render_chat(item, context.request.body, default)
+    elif context.request.route == COMPLETIONS_ROUTE:
+        body = render_text(item, context.request.body, default)
     return _json_outcome(context, body, validate=item.validate, headers=headers)
 
 
 def _chunks_for(context: _Context, body: Mapping[str, Any]) -> list[JSON]:
     options = context.request.body.get("stream_options")
     include_usage = isinstance(options, Mapping) and options.get("include_usage") is True
+    if body.get("object") == "text_completion":
+        return text_stream_chunks(body, include_usage=include_usage)
     return stream_chunks(body, include_usage=include_usage)
 
 
 def _json_outcome(
     context: _Context, body: Any, *, validate: bool, headers: dict[str, str]
 ) -> Outcome:
-    streams = isinstance(body, Mapping) and body.get("object") == "chat.completion"
+    streams = isinstance(body, Mapping) and body.get("object") in _STREAMED
     if context.request.streaming and streams:
         chunks = _chunks_for(context, body)
         if validate:
             for chunk in chunks:
-                context.check_response(chunk, stream=True)
+                if chunk.get("object") == "text_completion":
+                    # The non-streamed shape (the spec says so), finish_reason null until the end.
+                    context.check_response(finished_event(chunk))
+                else:
+                    context.check_response(chunk, stream=True)
         return Outcome(chunks=list(chunks), headers=headers)
     if validate:
         context.check_response(body)
@@ -274,7 +294,8 @@ def _raw_outcome(
 async def _malformed(context: _Context) -> Outcome:
     default = await context.default()
     text = json.dumps(default) if not _is_item(default) else '{"error": {"message": "x"}}'
-    if context.request.streaming and context.request.route == CHAT_ROUTE:
+    streamed_route = context.request.route in (CHAT_ROUTE, COMPLETIONS_ROUTE)
+    if context.request.streaming and streamed_route and not _is_item(default):
         first = _chunks_for(context, default)[0]
         return Outcome(chunks=[first, text[: len(text) // 2]])
     return Outcome(raw=text[: len(text) // 2].encode())
@@ -287,7 +308,7 @@ async def _wire_fault(context: _Context, kind: str) -> Outcome:
     default = await context.default()
     if not isinstance(default, Mapping):
         return await _execute(context, default)
-    streaming = context.request.streaming and default.get("object") == "chat.completion"
+    streaming = context.request.streaming and default.get("object") in _STREAMED
     if kind == "error_200":
         return Outcome(body={"error": dict(SERVER_ERROR)})
     if kind == "stream_error" and streaming:
@@ -304,7 +325,7 @@ async def _wire_fault(context: _Context, kind: str) -> Outcome:
 
 async def _truncated(context: _Context) -> Outcome:
     default = await context.default()
-    if not isinstance(default, Mapping) or default.get("object") != "chat.completion":
+    if not isinstance(default, Mapping) or default.get("object") not in _STREAMED:
         return await _execute(context, default)
     chunks = _chunks_for(context, default)
     # Keep the role chunk and part of the content; the finish chunk and [DONE] never come.

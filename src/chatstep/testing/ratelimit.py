@@ -84,6 +84,11 @@ def request_cost(
         else:
             prompt = prompt_tokens(body)
         return prompt + limit * (choices if isinstance(choices, int) else 1)
+    if path.endswith("/v1/completions"):  # legacy: max_tokens (16 by default) x max(n, best_of)
+        limit, n, best_of = body.get("max_tokens"), body.get("n"), body.get("best_of")
+        per_prompt = max(n if isinstance(n, int) else 1, best_of if isinstance(best_of, int) else 1)
+        budget = (limit if isinstance(limit, int) else 16) * per_prompt
+        return input_words(body.get("prompt")) + budget
     return input_words(body.get("input"))
 
 

@@ -38,6 +38,7 @@ _SPEC_URI = "urn:chatstep:openai-openapi"
 
 OPERATIONS: dict[tuple[str, str], str] = {
     ("POST", "/v1/chat/completions"): "/chat/completions",
+    ("POST", "/v1/completions"): "/completions",
     ("POST", "/v1/embeddings"): "/embeddings",
     ("POST", "/v1/moderations"): "/moderations",
     ("GET", "/v1/models"): "/models",

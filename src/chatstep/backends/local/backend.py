@@ -30,6 +30,9 @@ with a BadRequestError naming the field):
 Prompts longer than the context window (``CHATSTEP_LOCAL_N_CTX``, default 8192) are refused
 with code ``context_length_exceeded``, naming both sizes.
 
+Legacy text completions (``/completions``: raw prompt, no chat template) are described in
+:mod:`chatstep.backends.local.text`.
+
 Embeddings are the model's mean-pooled hidden states (640 dimensions), unit length; each input
 is evaluated on its own (at most 2048 tokens); ``dimensions`` keeps the first values and
 renormalizes; ``encoding_format`` ``base64`` packs little-endian float32. Moderation is not
@@ -46,19 +49,19 @@ from __future__ import annotations
 import asyncio
 import base64
 import concurrent.futures
+import functools
 import importlib.util
 import math
 import os
 import struct
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, TypeVar
 
 from chatstep.backends.base import JSON, Reply, StreamReply
 from chatstep.backends.local.chat import (
-    ChatJob,
-    ChatOutcome,
     ChunkBuilder,
+    Emit,
     completion_body,
     plan_chat_job,
     run_chat_job,
@@ -77,6 +80,13 @@ from chatstep.backends.local.request import (
     bad_request,
     read_chat_request,
     read_embedding_request,
+)
+from chatstep.backends.local.text import (
+    TextChunkBuilder,
+    plan_text_job,
+    read_text_request,
+    run_text_job,
+    text_completion_body,
 )
 from chatstep.core.deadlines import within
 from chatstep.errors import APITimeoutError, BackendUnavailableError
@@ -153,10 +163,33 @@ class LocalBackend:
         request = read_chat_request(body)
         model = await self._model(request.model)
         job = plan_chat_job(model, request)
-        return StreamReply(self._chunks(model, job, timeout))
+        run = functools.partial(run_chat_job, model, job)
+        return StreamReply(self._chunks(model, run, ChunkBuilder(job), timeout))
+
+    async def complete_text(self, body: JSON, *, timeout: float) -> Reply:
+        """A legacy text completion (:mod:`chatstep.backends.local.text`)."""
+        request = read_text_request(body)
+        model = await self._model(request.model)
+        job = plan_text_job(model, request)
+        cancel = threading.Event()
+        outcome = await self._wait(model.submit(run_text_job, model, job, cancel), timeout, cancel)
+        return Reply(text_completion_body(job, outcome))
+
+    async def stream_text(self, body: JSON, *, timeout: float) -> StreamReply:
+        """A streamed legacy text completion; request errors raise before any event."""
+        request = read_text_request(body)
+        model = await self._model(request.model)
+        job = plan_text_job(model, request)
+        run = functools.partial(run_text_job, model, job)
+        return StreamReply(self._chunks(model, run, TextChunkBuilder(job), timeout))
 
     @staticmethod
-    async def _chunks(model: LocalModel, job: ChatJob, timeout: float) -> AsyncIterator[JSON]:
+    async def _chunks(
+        model: LocalModel,
+        run: Callable[[threading.Event, Emit], Any],
+        chunks: ChunkBuilder | TextChunkBuilder,
+        timeout: float,
+    ) -> AsyncIterator[JSON]:
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
         cancel = threading.Event()
@@ -169,11 +202,10 @@ class LocalBackend:
 
         def work() -> None:
             try:
-                emit(("done", run_chat_job(model, job, cancel, emit)))
+                emit(("done", run(cancel, emit)))
             except BaseException as exc:
                 emit(("error", exc))
 
-        chunks = ChunkBuilder(job)
         future = model.submit(work)
         try:
             while True:
@@ -187,8 +219,7 @@ class LocalBackend:
                 if event[0] == "error":
                     raise event[1]
                 if event[0] == "done":
-                    outcome: ChatOutcome = event[1]
-                    usage = chunks.usage(outcome)
+                    usage = chunks.usage(event[1])
                     if usage is not None:
                         yield usage
                     return
