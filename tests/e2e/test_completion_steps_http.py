@@ -167,6 +167,7 @@ def test_retry_after_a_503_then_cache_and_history(openai_env: TestServer, tmp_pa
     logged = history.recent(10)
     assert logged
     assert all(e.endpoint == "completions" for e in logged)
+    assert [e.cached for e in history.search("Tagline echo")] == [True, False]  # prompt, text
 
 
 async def _no_sleep(seconds: float) -> None:

@@ -4,6 +4,10 @@ A backend receives canonical, JSON-able request bodies (exactly what the OpenAI 
 and returns JSON-able response bodies (exactly what it answers). Failures are raised as
 :class:`chatstep.errors.APIError` subclasses, so the retry policy above never sees a
 backend-specific exception. Nothing above a backend knows which one it talks to.
+
+The legacy Completions endpoint is a separate, optional protocol (:class:`TextCompletionBackend`)
+so that backends written for chat alone still satisfy :class:`Backend`; a ``type: completion``
+step on a backend without it is a ConfigError.
 """
 
 from __future__ import annotations

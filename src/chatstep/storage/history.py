@@ -202,13 +202,14 @@ def _tool_call_text(calls: Any) -> Iterator[str]:
 
 
 def prompt_text(request: Mapping[str, Any]) -> str:
-    """The searchable text of a request: message contents, or the embeddings/moderation input."""
+    """The searchable text of a request: message contents, the embeddings/moderation input, or
+    a legacy completion's prompt."""
     chunks: list[str] = []
     for message in request.get("messages") or []:
         if isinstance(message, Mapping):
             chunks.extend(_text_of_content(message.get("content")))
             chunks.extend(_tool_call_text(message.get("tool_calls")))
-    value = request.get("input")
+    value = request.get("input", request.get("prompt"))
     if isinstance(value, str):
         chunks.append(value)
     elif isinstance(value, list):
@@ -222,6 +223,8 @@ def response_text(response: Mapping[str, Any] | None) -> str:
     chunks: list[str] = []
     for choice in (response or {}).get("choices") or []:
         message = choice.get("message") if isinstance(choice, Mapping) else None
+        if isinstance(choice, Mapping) and isinstance(choice.get("text"), str):
+            chunks.append(choice["text"])  # a legacy text_completion choice
         if isinstance(message, Mapping):
             chunks.extend(_text_of_content(message.get("content")))
             if isinstance(message.get("refusal"), str):

@@ -15,7 +15,8 @@
         assert answer.choices[0].message.content == "hi"
         assert [r.body["model"] for r in server.requests] == ["gpt-4o-mini"] * 2
 
-Unscripted requests get deterministic default answers (``"echo: <last user message>"``...).
+Unscripted requests get deterministic default answers (``"echo: <last user message>"``...;
+the legacy ``/v1/completions`` continues each prompt with ``" echo: <prompt>"``).
 Every request and response body is checked against the official OpenAI OpenAPI spec (see
 ``server.spec_violations``). ``TestServer(rpm=..., tpm=..., latency=..., fault_rate=...)``
 behaves like a busy endpoint; the Files and Batch APIs run batches through the same answers.
