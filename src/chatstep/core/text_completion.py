@@ -16,7 +16,7 @@ from chatstep.core.streaming import Delta
 from chatstep.errors import ConfigError
 from chatstep.steps.completion import Completion, check_completion_fields
 
-__all__ = ["TextChunkAssembler", "completion_body", "replay_deltas", "text_backend"]
+__all__ = ["TextChunkAssembler", "completion_body", "text_backend"]
 
 # Typed fields sent as they are when set (None means: the provider's default).
 _PARAMS = (
@@ -168,16 +168,3 @@ class TextChunkAssembler:
         if self.usage is not None:
             out["usage"] = self.usage
         return out
-
-
-def replay_deltas(response: dict[str, Any]) -> list[Delta]:
-    """One delta per choice of a whole answer (a cache hit streamed to a caller)."""
-    return [
-        Delta(
-            choice=int(choice.get("index", 0)),
-            content=choice.get("text") if isinstance(choice.get("text"), str) else None,
-            finish_reason=choice.get("finish_reason"),
-        )
-        for choice in response.get("choices") or []
-        if isinstance(choice, dict)
-    ]
