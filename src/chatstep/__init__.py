@@ -110,6 +110,11 @@ if TYPE_CHECKING:
         amap_step,
         map_step,
     )
+    from chatstep.retrieval.build import (
+        BuildReport,
+        abuild_index,
+        build_index,
+    )
     from chatstep.secrets import (
         SecretStore,
     )
@@ -119,6 +124,7 @@ if TYPE_CHECKING:
         Fallback,
         Guard,
         Moderation,
+        Retrieve,
         Step,
     )
     from chatstep.steps.loading import (
@@ -212,6 +218,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "amap_step",
         "map_step",
     ),
+    "chatstep.retrieval.build": ("BuildReport", "abuild_index", "build_index"),
     "chatstep.secrets": ("SecretStore",),
     "chatstep.steps.definitions": (
         "ChatCompletion",
@@ -219,6 +226,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "Fallback",
         "Guard",
         "Moderation",
+        "Retrieve",
         "Step",
     ),
     "chatstep.steps.loading": ("load_step",),
@@ -247,6 +255,7 @@ __all__ = [
     "BatchLimits",
     "BatchResults",
     "BudgetExceededError",
+    "BuildReport",
     "ChatCompletion",
     "ChatstepError",
     "ConfigError",
@@ -277,6 +286,7 @@ __all__ = [
     "PriceTable",
     "RateLimitError",
     "Request",
+    "Retrieve",
     "RetryPolicy",
     "Runner",
     "SchemaMismatchError",
@@ -292,6 +302,7 @@ __all__ = [
     "UnprocessableEntityError",
     "abatch_results",
     "abatch_status",
+    "abuild_index",
     "acancel_batch",
     "amap_step",
     "apoll_batch",
@@ -301,6 +312,7 @@ __all__ = [
     "asubmit_batch",
     "batch_results",
     "batch_status",
+    "build_index",
     "cancel_batch",
     "estimate_cost",
     "list_batches",

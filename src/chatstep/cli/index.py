@@ -61,17 +61,19 @@ def build(
     """
     from chatstep.core.calls import run_sync
     from chatstep.core.runner import AsyncRunner
-    from chatstep.retrieval.build import BuildReport, build_index
-    from chatstep.retrieval.chunking import ChunkSettings
-    from chatstep.retrieval.store import index_path
+    from chatstep.retrieval.build import BuildReport, abuild_index
 
     async def go() -> BuildReport:
-        name = index if index is not None else (docs[0].resolve().stem or "index")
-        path = index_path(name, field="--index")
-        settings = ChunkSettings(chunk_size, chunk_overlap)
         async with AsyncRunner(cache=cache) as runner:
-            return await build_index(
-                runner, docs, step, path, settings=settings, batch_size=batch_size, rebuild=rebuild
+            return await abuild_index(
+                docs,
+                step,
+                index,
+                chunk_size=chunk_size,
+                chunk_overlap=chunk_overlap,
+                batch_size=batch_size,
+                rebuild=rebuild,
+                runner=runner,
             )
 
     with reports_errors():
@@ -128,7 +130,8 @@ def show(index: IndexArg, as_json: JsonOption = False) -> None:
 
     with reports_errors():
         path = index_path(index, field="INDEX")
-        summary = _summary(VectorIndex.open(path, field="INDEX").path)
+        VectorIndex.open(path, field="INDEX").close()  # missing or empty: a clear error
+        summary = _summary(path)
         with VectorIndex.open(path, field="INDEX") as opened:
             summary["embedding_step"] = opened.embedding_step
             summary["files"] = [

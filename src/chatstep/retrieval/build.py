@@ -27,7 +27,15 @@ from chatstep.steps.loading import StepSource, load_step, step_from_dict
 if TYPE_CHECKING:
     from chatstep.core.runner import AsyncRunner
 
-__all__ = ["MAX_BATCH_CHARS", "MAX_CHUNKS", "BuildReport", "build_index", "embedding_step_for"]
+__all__ = [
+    "MAX_BATCH_CHARS",
+    "MAX_CHUNKS",
+    "BuildReport",
+    "abuild_index",
+    "build_index",
+    "embedding_step_for",
+    "update_index",
+]
 
 MAX_CHUNKS = 200_000
 """The most chunks one index holds."""
@@ -127,7 +135,7 @@ def _batches(chunks: Sequence[Chunk], size: int) -> list[list[Chunk]]:
     return out
 
 
-async def build_index(
+async def update_index(
     runner: AsyncRunner,
     docs: Sequence[str | Path],
     step: StepSource,
@@ -236,3 +244,50 @@ def _check_dimensions(index: VectorIndex, size: int) -> None:
             f"{index.dimensions}-dimensional ones",
             "build with the index's own embedding step, or start the index over with --rebuild",
         )
+
+
+async def abuild_index(
+    docs: Sequence[str | Path] | str | Path,
+    step: StepSource,
+    index: str | Path | None = None,
+    *,
+    chunk_size: int = 1000,
+    chunk_overlap: int = 100,
+    batch_size: int = 64,
+    rebuild: bool = False,
+    runner: AsyncRunner | None = None,
+) -> BuildReport:
+    """Build or update the index ``index`` (a name in ``$CHATSTEP_HOME/indexes`` or a ``.db``
+    path; default: the first DOCS' name) from ``docs`` with the embedding ``step``.
+
+    Raises ConfigError and APIError as :func:`update_index`.
+    """
+    from chatstep.core.runner import AsyncRunner
+    from chatstep.retrieval.store import index_path
+
+    paths = [docs] if isinstance(docs, str | Path) else list(docs)
+    if not paths:
+        raise ConfigError("docs", "names no file or directory", "give the documents to index")
+    name = index if index is not None else (Path(paths[0]).resolve().stem or "index")
+    path = index_path(name, field="index")
+    settings = ChunkSettings(chunk_size, chunk_overlap)
+    if runner is not None:
+        return await update_index(
+            runner, paths, step, path, settings=settings, batch_size=batch_size, rebuild=rebuild
+        )
+    async with AsyncRunner() as own:
+        return await update_index(
+            own, paths, step, path, settings=settings, batch_size=batch_size, rebuild=rebuild
+        )
+
+
+def build_index(
+    docs: Sequence[str | Path] | str | Path,
+    step: StepSource,
+    index: str | Path | None = None,
+    **options: Any,
+) -> BuildReport:
+    """:func:`abuild_index`, blocking."""
+    from chatstep.core.blocking import run_sync
+
+    return run_sync(abuild_index(docs, step, index, **options))
