@@ -205,3 +205,15 @@ def test_batch_refuses_retrieve(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         _refuse_per_call_features(ChatCompletion(**ANSWER))
     assert caught.value.field == "retrieve"
+
+
+def test_cost_estimate_counts_top_k_chunks_without_calling(handbook: TestServer) -> None:
+    from chatstep import estimate_cost
+
+    with_chunks = estimate_cost(ChatCompletion(**ANSWER), inputs={"question": "refund?"})
+    bigger = estimate_cost(
+        ChatCompletion(**{**ANSWER, "retrieve": {**ANSWER["retrieve"], "top_k": 3}}),
+        inputs={"question": "refund?"},
+    )
+    assert bigger.prompt_tokens > with_chunks.prompt_tokens > 200  # 1000-character chunks
+    assert handbook.requests == []

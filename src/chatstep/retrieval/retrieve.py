@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from chatstep.steps.definitions import Retrieve
     from chatstep.templating.sandbox import TemplateContext
 
-__all__ = ["IndexCache", "retrieve_chunks"]
+__all__ = ["IndexCache", "placeholder_chunks", "retrieve_chunks"]
 
 MAX_QUERY_CHARS = 20_000
 
@@ -84,3 +84,20 @@ async def retrieve_chunks(
             "with --rebuild",
         )
     return index.search(vector, spec.top_k)
+
+
+def placeholder_chunks(spec: Retrieve) -> list[dict[str, Any]]:
+    """Stand-ins for a cost estimate, which calls nothing: ``top_k`` chunks as long as the
+    index's chunks may be (its chunk size, read from the file; 1000 characters if unknown),
+    of text counting about 4 characters a token."""
+    size = 1000
+    try:
+        with VectorIndex.open(index_path(spec.index)) as index:
+            size = int((index.meta.get("chunking") or "").split("/")[1])
+    except (ConfigError, IndexError, ValueError):
+        pass  # no index yet: the default size
+    text = "abc " * (size // 4)
+    return [
+        {"text": text, "source": "estimate", "score": 0.0, "chunk": i, "line": 1}
+        for i in range(spec.top_k)
+    ]
