@@ -217,3 +217,28 @@ def test_cost_estimate_counts_top_k_chunks_without_calling(handbook: TestServer)
     )
     assert bigger.prompt_tokens > with_chunks.prompt_tokens > 200  # 1000-character chunks
     assert handbook.requests == []
+
+
+def test_map_can_select_the_retrieved_sources(handbook: TestServer, tmp_path: Path) -> None:
+    rows = tmp_path / "questions.jsonl"
+    rows.write_text(json.dumps({"question": "Is a kettle under warranty?"}) + "\n")
+    step = tmp_path / "answer.yaml"
+    step.write_text(json.dumps(ANSWER))
+    out = CliRunner().invoke(
+        app,
+        [
+            "map",
+            str(step),
+            "--rows",
+            str(rows),
+            "--select",
+            "content",
+            "--select",
+            "retrieved[0].source",
+            "-o",
+            str(tmp_path / "out.jsonl"),
+        ],
+    )
+    assert out.exit_code == 0, out.output
+    (row,) = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert row["retrieved[0].source"] == "warranty.txt"
