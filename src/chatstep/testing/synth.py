@@ -254,50 +254,11 @@ def default_chat_completion(body: Mapping[str, Any], completion_id: str) -> JSON
 
 _EMBEDDING_WORD = re.compile(r"\w+")
 # Words too common to tell texts apart; left out so that shared content words decide nearness.
-_STOP_WORDS = frozenset(
-    [
-        "a",
-        "an",
-        "and",
-        "are",
-        "as",
-        "at",
-        "be",
-        "by",
-        "can",
-        "do",
-        "does",
-        "for",
-        "from",
-        "has",
-        "have",
-        "how",
-        "i",
-        "in",
-        "is",
-        "it",
-        "its",
-        "of",
-        "on",
-        "or",
-        "our",
-        "the",
-        "this",
-        "to",
-        "was",
-        "we",
-        "what",
-        "when",
-        "where",
-        "which",
-        "who",
-        "why",
-        "will",
-        "with",
-        "you",
-        "your",
-    ]
+_STOP_TEXT = (
+    "a an and are as at be by can do does for from has have how i in is it "
+    "its of on or our the this to was we what when where which who why will with you your"
 )
+_STOP_WORDS = frozenset(_STOP_TEXT.split())
 
 
 def embedding_vector(text: str, dimensions: int) -> list[float]:
