@@ -3,8 +3,9 @@
 Each changed or new file (by content digest) is chunked; chunks are embedded in batches of at
 most ``batch_size`` inputs and :data:`MAX_BATCH_CHARS` characters, one request at a time through
 :class:`~chatstep.core.runner.AsyncRunner` (cache, retries with 429 back-off, history, cost).
-A file is written to the index as soon as all its chunks have vectors, so an interrupted build
-keeps what it paid for. Unchanged files are not sent again; files no longer in DOCS are dropped.
+After each request, the files whose chunks all have vectors are written (one transaction), so
+an interrupted build keeps what it paid for. Unchanged files are not sent again; files no
+longer in DOCS are dropped.
 """
 
 from __future__ import annotations
@@ -203,12 +204,10 @@ async def _embed_files(
     from chatstep.core.result import EmbeddingResult
 
     step = embed.model_copy(update={"input": _TEXTS})
-    remaining: dict[str, int] = {}
-    for doc, chunks in per_file:
-        remaining[doc.source] = len(chunks)
-        if not chunks:
-            index.replace(doc.source, doc.digest, [])  # blank file: known, nothing to embed
-            report.embedded_files += 1
+    remaining: dict[str, int] = {doc.source: len(chunks) for doc, chunks in per_file}
+    blank = [(doc.source, doc.digest, chunks) for doc, chunks in per_file if not chunks]
+    index.replace(blank)  # blank files: known (not read again), nothing to embed
+    report.embedded_files += len(blank)
     owners = {doc.source: (doc, chunks) for doc, chunks in per_file}
     cost = 0.0
     flat = [chunk for _, chunks in per_file for chunk in chunks]
@@ -224,15 +223,18 @@ async def _embed_files(
                 f"the endpoint sent {len(vectors)} vectors for {len(batch)} chunks",
                 "check the embedding endpoint",
             )
+        done: list[tuple[str, str, list[Chunk]]] = []
         for chunk, vector in zip(batch, vectors, strict=True):
             chunk.vector = as_floats(vector, "--step")
             _check_dimensions(index, len(chunk.vector))
             remaining[chunk.source] -= 1
             if remaining[chunk.source] == 0:
                 doc, chunks = owners[chunk.source]
-                index.replace(doc.source, doc.digest, chunks)
-                report.embedded_files += 1
+                done.append((doc.source, doc.digest, chunks))
                 report.embedded_chunks += len(chunks)
+        # Files whose chunks all have vectors are kept at once: an interrupted build keeps them.
+        index.replace(done)
+        report.embedded_files += len(done)
     report.cost = round(cost, 8)
 
 

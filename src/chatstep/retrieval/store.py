@@ -227,27 +227,33 @@ class VectorIndex:
             for source in sources:
                 self._delete(source)
 
-    def replace(self, source: str, digest: str, chunks: Sequence[Chunk]) -> None:
-        """Store a file's chunks (with vectors), replacing what the index held for it."""
+    def replace(self, files: Sequence[tuple[str, str, Sequence[Chunk]]]) -> None:
+        """Store files' chunks (with vectors), replacing what the index held for them; one
+        transaction (a commit waits for the disk: one per file would dominate a build)."""
         import sqlite_vec
 
-        if chunks:
-            self._ensure_vectors(len(chunks[0].vector))
+        for _, _, chunks in files:
+            if chunks:
+                self._ensure_vectors(len(chunks[0].vector))
         with self._transaction():
-            self._delete(source)
-            self._conn.execute(
-                "INSERT INTO files(source, digest, chunks, indexed_at) VALUES (?, ?, ?, ?)",
-                (source, digest, len(chunks), time.time()),
-            )
-            for chunk in chunks:
-                cursor = self._conn.execute(
-                    "INSERT INTO chunks(source, chunk, start, line, text) VALUES (?, ?, ?, ?, ?)",
-                    (source, chunk.chunk, chunk.start, chunk.line, chunk.text),
-                )
+            for source, digest, chunks in files:
+                self._delete(source)
                 self._conn.execute(
-                    "INSERT INTO vectors(rowid, embedding) VALUES (?, ?)",
-                    (cursor.lastrowid, sqlite_vec.serialize_float32(chunk.vector)),
+                    "INSERT INTO files(source, digest, chunks, indexed_at) VALUES (?, ?, ?, ?)",
+                    (source, digest, len(chunks), time.time()),
                 )
+                self._insert_chunks(source, chunks, sqlite_vec.serialize_float32)
+
+    def _insert_chunks(self, source: str, chunks: Sequence[Chunk], pack: Any) -> None:
+        for chunk in chunks:
+            cursor = self._conn.execute(
+                "INSERT INTO chunks(source, chunk, start, line, text) VALUES (?, ?, ?, ?, ?)",
+                (source, chunk.chunk, chunk.start, chunk.line, chunk.text),
+            )
+            self._conn.execute(
+                "INSERT INTO vectors(rowid, embedding) VALUES (?, ?)",
+                (cursor.lastrowid, pack(chunk.vector)),
+            )
 
     def search(self, vector: Sequence[float], top_k: int) -> list[dict[str, Any]]:
         """The ``top_k`` nearest chunks: ``{text, source, score, chunk, line}``, best first."""
