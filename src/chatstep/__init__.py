@@ -110,6 +110,11 @@ if TYPE_CHECKING:
         amap_step,
         map_step,
     )
+    from chatstep.retrieval.build import (
+        BuildReport,
+        abuild_index,
+        build_index,
+    )
     from chatstep.secrets import (
         SecretStore,
     )
@@ -120,6 +125,7 @@ if TYPE_CHECKING:
         Fallback,
         Guard,
         Moderation,
+        Retrieve,
         Step,
     )
     from chatstep.steps.loading import (
@@ -213,6 +219,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "amap_step",
         "map_step",
     ),
+    "chatstep.retrieval.build": ("BuildReport", "abuild_index", "build_index"),
     "chatstep.secrets": ("SecretStore",),
     "chatstep.steps.definitions": (
         "ChatCompletion",
@@ -221,6 +228,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "Fallback",
         "Guard",
         "Moderation",
+        "Retrieve",
         "Step",
     ),
     "chatstep.steps.loading": ("load_step",),
@@ -249,6 +257,7 @@ __all__ = [
     "BatchLimits",
     "BatchResults",
     "BudgetExceededError",
+    "BuildReport",
     "ChatCompletion",
     "ChatstepError",
     "Completion",
@@ -280,6 +289,7 @@ __all__ = [
     "PriceTable",
     "RateLimitError",
     "Request",
+    "Retrieve",
     "RetryPolicy",
     "Runner",
     "SchemaMismatchError",
@@ -295,6 +305,7 @@ __all__ = [
     "UnprocessableEntityError",
     "abatch_results",
     "abatch_status",
+    "abuild_index",
     "acancel_batch",
     "amap_step",
     "apoll_batch",
@@ -304,6 +315,7 @@ __all__ = [
     "asubmit_batch",
     "batch_results",
     "batch_status",
+    "build_index",
     "cancel_batch",
     "estimate_cost",
     "list_batches",

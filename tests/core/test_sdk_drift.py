@@ -35,6 +35,8 @@ STEP_ONLY = {
     "fallbacks",
     # moderation calls around the request (core/guard), never sent
     "guard",
+    # an index searched before rendering (retrieval/retrieve), never sent
+    "retrieve",
 }
 
 # SDK parameters a step cannot set as a typed field, on purpose or not yet. Each can still be

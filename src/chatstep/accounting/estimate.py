@@ -161,11 +161,17 @@ def estimate_cost(
     count = 0
     largest = 0
     local: bool | None = None
+    retrieved = None
+    spec = getattr(definition, "retrieve", None)
+    if spec is not None:  # nothing is searched: chunks of the index's full size stand in
+        from chatstep.retrieval.retrieve import placeholder_chunks
+
+        retrieved = placeholder_chunks(spec)
     for index, row in enumerate(_rows_of(rows)):
         if not isinstance(row, Mapping):
             raise ConfigError(f"rows[{index}]", f"is a {type(row).__name__}, not a mapping")
         where = f"rows[{index}]" if rows is not None else ""
-        context = make_context({**given, **row}, None, store)
+        context = make_context({**given, **row}, None, store, retrieved)
         rendered = render_step(definition, context, prefix=where)
         request = build_request(rendered, stream=False)
         if local is None:  # one connection for the whole dataset, as map and batch use

@@ -92,7 +92,11 @@ class _Rendered:
 def _refuse_per_call_features(step: Any) -> None:
     # The Batch API sends every line to one endpoint, unattended: no other endpoint can answer
     # a line and nothing moderates around it, so dropping these fields would be silent.
-    for name, what in (("guard", "moderation guard"), ("fallbacks", "fallbacks")):
+    for name, what in (
+        ("guard", "moderation guard"),
+        ("fallbacks", "fallbacks"),
+        ("retrieve", "retrieval (an embeddings call per line)"),
+    ):
         if getattr(step, name, None):
             raise ConfigError(
                 name,

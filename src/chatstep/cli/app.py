@@ -65,6 +65,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "serve",
     "testing_server",
     "ui",
+    "index",
 )
 
 for _name in _COMMAND_MODULES:

@@ -50,12 +50,15 @@ def make_context(
     inputs: Mapping[str, Any] | None = None,
     outputs: Mapping[str, Any] | None = None,
     secrets: SecretStore | None = None,
+    retrieved: list[dict[str, Any]] | None = None,
 ) -> TemplateContext:
-    """A template context from plain inputs, earlier results and a secret store."""
+    """A template context from plain inputs, earlier results, a secret store and the chunks a
+    step's ``retrieve`` found (``retrieved``: None leaves the name undefined)."""
     return TemplateContext(
         inputs=dict(inputs or {}),
         outputs=outputs_view(outputs),
         secrets=secrets if secrets is not None else default_secret_store(),
+        retrieved=retrieved,
     )
 
 

@@ -250,6 +250,9 @@ class StepResult(_ResultBase):
     fallback_errors: list[dict[str, Any]] = field(default_factory=list)
     """The candidates tried before it: ``candidate``, ``model``, ``base_url``, ``sent`` (False
     when skipped because the prompt could not fit) and ``error``."""
+    retrieved: list[dict[str, Any]] | None = None
+    """For a step with ``retrieve``: the chunks its templates saw, best first,
+    ``{text, source, score, chunk, line}``."""
 
     def _choices(self) -> list[dict[str, Any]]:
         choices = self.response.get("choices")
@@ -307,6 +310,8 @@ class StepResult(_ResultBase):
         if self.answered_by is not None:
             out["answered_by"] = self.answered_by
             out["fallback_errors"] = self.fallback_errors
+        if self.retrieved is not None:
+            out["retrieved"] = self.retrieved
         return out
 
 

@@ -33,7 +33,13 @@ from chatstep.core.retry import RetryLoop, RetryPolicy
 from chatstep.core.streaming import ChunkAssembler, Delta
 from chatstep.core.structured_output import parse_json_output
 from chatstep.core.text_completion import TextChunkAssembler, text_backend
-from chatstep.errors import APIConnectionError, APIError, APITimeoutError, InvalidResponseError
+from chatstep.errors import (
+    APIConnectionError,
+    APIError,
+    APITimeoutError,
+    ConfigError,
+    InvalidResponseError,
+)
 from chatstep.steps.definitions import ChatCompletion, Step
 from chatstep.steps.loading import StepSource, load_step
 from chatstep.storage.cache import ResponseCache, cache_key, open_cache
@@ -41,6 +47,7 @@ from chatstep.storage.history import History, HistoryEntry
 from chatstep.storage.history_writer import HistoryWriter
 
 if TYPE_CHECKING:
+    from chatstep.retrieval.retrieve import IndexCache
     from chatstep.secrets import SecretStore
 
 __all__ = ["AsyncRunner", "CallHooks", "DeltaCallback", "StepSource", "as_step"]
@@ -174,6 +181,7 @@ class AsyncRunner:
         self.run_id = run_id
         self._backend = backend
         self._pool = BackendPool()
+        self._indexes: IndexCache | None = None
         self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 
     async def __aenter__(self) -> AsyncRunner:
@@ -182,7 +190,18 @@ class AsyncRunner:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
+    @property
+    def indexes(self) -> IndexCache:
+        """The retrieval indexes this runner opened (each once, closed by ``aclose``)."""
+        if self._indexes is None:
+            from chatstep.retrieval.retrieve import IndexCache
+
+            self._indexes = IndexCache()
+        return self._indexes
+
     async def aclose(self) -> None:
+        if self._indexes is not None:
+            self._indexes.close()
         await self._pool.aclose()
         self._history_writer.close()  # on the loop: it cancels the loop's flush timer
         if self._cache is not None and self._cache_spec is not None:
@@ -199,18 +218,54 @@ class AsyncRunner:
         *,
         stream: bool | None = None,
         prefix: str = "",
+        retrieved: list[dict[str, Any]] | None = None,
     ) -> tuple[Step, Request, Connection]:
         """Render a step and build its request and connection, without calling anything.
 
         ``prefix`` is put before field paths in errors (a flow passes ``tasks[2](summarize)``).
+        A step with ``retrieve`` needs its chunks: :meth:`prepare_async` finds them, or pass
+        ``retrieved`` (what templates see as ``retrieved``).
         """
         definition = as_step(step)
-        context = make_context(inputs, outputs, self.secrets)
+        wants_chunks = isinstance(definition, ChatCompletion) and definition.retrieve is not None
+        if wants_chunks and retrieved is None:
+            raise ConfigError(
+                f"{prefix}.retrieve" if prefix else "retrieve",
+                "searching the index needs an embeddings call, which this synchronous path "
+                "cannot make",
+                "run the step with run/map/flows (AsyncRunner.prepare_async), or remove retrieve",
+            )
+        context = make_context(inputs, outputs, self.secrets, retrieved if wants_chunks else None)
         rendered = render_step(definition, context, prefix=prefix)
+        if wants_chunks and isinstance(rendered, ChatCompletion):
+            rendered = rendered.model_copy()
+            rendered._retrieved = retrieved
         request, conn = self.assemble(rendered, stream=stream)
         if not has_fallbacks(rendered):  # with fallbacks, each candidate is checked in turn
             self.check_fits(rendered, request, conn, prefix=prefix)
         return rendered, request, conn
+
+    async def prepare_async(
+        self,
+        step: StepSource,
+        inputs: Mapping[str, Any] | None = None,
+        outputs: Mapping[str, Any] | None = None,
+        *,
+        stream: bool | None = None,
+        prefix: str = "",
+    ) -> tuple[Step, Request, Connection]:
+        """:meth:`prepare`, after searching the index of a step with ``retrieve`` (one
+        embeddings call through this runner; :mod:`chatstep.retrieval.retrieve`)."""
+        definition = as_step(step)
+        retrieved = None
+        if isinstance(definition, ChatCompletion) and definition.retrieve is not None:
+            from chatstep.retrieval.retrieve import retrieve_chunks
+
+            context = make_context(inputs, outputs, self.secrets)
+            retrieved = await retrieve_chunks(self, definition.retrieve, context, prefix=prefix)
+        return self.prepare(
+            definition, inputs, outputs, stream=stream, prefix=prefix, retrieved=retrieved
+        )
 
     def assemble(self, rendered: Step, *, stream: bool | None) -> tuple[Request, Connection]:
         """The request and connection of a rendered step."""
@@ -247,7 +302,7 @@ class AsyncRunner:
         """Run one step. ``stream`` (or a callback) streams a chat step; the result is whole."""
         if on_delta is not None and stream is None:
             stream = True
-        rendered, request, conn = self.prepare(step, inputs, outputs, stream=stream)
+        rendered, request, conn = await self.prepare_async(step, inputs, outputs, stream=stream)
         return await self.execute(rendered, request, conn, on_delta=on_delta)
 
     async def execute(
@@ -270,8 +325,12 @@ class AsyncRunner:
             return await self.execute_once(step, request, conn, on_delta=callback)
 
         if has_guard(step):
-            return await send_guarded(self, step, request.body, on_delta, send)
-        return await send(on_delta)
+            result = await send_guarded(self, step, request.body, on_delta, send)
+        else:
+            result = await send(on_delta)
+        if isinstance(step, ChatCompletion) and isinstance(result, StepResult):
+            result.retrieved = step._retrieved
+        return result
 
     async def execute_once(
         self,

@@ -335,7 +335,7 @@ class _Execution:
         """Render, build and send the task's step, retrying as the task's ``retry`` says."""
         runner = self.runner
         try:
-            rendered, request, conn = runner.prepare(
+            rendered, request, conn = await runner.prepare_async(
                 self._step_for(task, task.step), self.inputs, self.outputs
             )
         except ConfigError as exc:

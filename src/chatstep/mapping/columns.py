@@ -4,6 +4,7 @@ A *record* holds everything a row produced (kept whole in the run journal, so a 
 ``--select`` never needs a new request)::
 
     content, parsed, tool_calls, finish_reason      chat steps
+    retrieved                                       chat steps with retrieve
     embedding, embeddings                           embedding steps
     flagged, results                                moderation steps
     usage, cost, cached, latency_ms, attempts, response
@@ -70,12 +71,15 @@ def _chat_fields(result: StepResult) -> dict[str, Any]:
         ] or None
     except ChatstepError:
         calls = None  # arguments that do not parse: still readable in ``response``
-    return {
+    fields = {
         "content": result.content,
         "parsed": result.parsed,
         "tool_calls": calls,
         "finish_reason": result.finish_reason,
     }
+    if result.retrieved is not None:  # a step with retrieve: the chunks its templates saw
+        fields["retrieved"] = result.retrieved
+    return fields
 
 
 def result_record(result: AnyResult) -> dict[str, Any]:
@@ -141,6 +145,7 @@ SELECTABLE = (
     "parsed",
     "response",
     "results",
+    "retrieved",
     "status_code",
     "tool_calls",
     "usage",

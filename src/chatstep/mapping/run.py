@@ -197,6 +197,9 @@ class MapRun:
         try:
             if isinstance(self.limiter, SharedRateLimiter):
                 await self.limiter.budget.check()  # fail closed before anything is sent
+            retrieve = getattr(self.step, "retrieve", None)
+            if retrieve is not None:  # a missing or empty index fails the run, not every row
+                runner.indexes.get(retrieve.index, "retrieve.index")
             if journal is not None:
                 self.stats.journaled = journal.count()
                 self.stats.journal_cost = journal.spent()
@@ -334,7 +337,7 @@ class MapRun:
                 return None
         try:
             inputs = {**self.options.inputs, **row} if self.options.inputs else row
-            rendered, request, conn = ctx.runner.prepare(self.step, inputs)
+            rendered, request, conn = await ctx.runner.prepare_async(self.step, inputs)
         except ChatstepError as exc:
             self._finish(ctx, index, row, input_hash, None, exc, None)
             return None

@@ -11,7 +11,14 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, ClassVar, Literal, TypeAlias
 
-from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    PrivateAttr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from chatstep.errors import ConfigError, register_secret
 from chatstep.steps.fields import (
@@ -36,6 +43,7 @@ __all__ = [
     "JSONSchemaFormat",
     "Moderation",
     "ResponseFormat",
+    "Retrieve",
     "Step",
     "StreamOptions",
 ]
@@ -265,6 +273,17 @@ class Guard(StrictModel):
         return value
 
 
+class Retrieve(StrictModel):
+    """Search an index before rendering: the best chunks become ``{{ retrieved }}``."""
+
+    index: str = Field(min_length=1)
+    """An index name (``$CHATSTEP_HOME/indexes/NAME.db``) or a path to an index file."""
+    query: str = Field(min_length=1)
+    """What to search with: a template over the inputs, e.g. ``"{{ inputs.question }}"``."""
+    top_k: Annotated[int, Field(ge=1, le=100)] = Field(default=4, alias="topK")
+    """How many chunks to retrieve (1 to 100)."""
+
+
 class ChatCompletion(StepBase):
     """A chat completion: ``prompt``, or ``messages``, or system_message + chat_history + prompt.
 
@@ -334,6 +353,10 @@ class ChatCompletion(StepBase):
     """Vendor-specific body fields (vLLM's ``top_k``, Ollama's ``options``...), sent as-is."""
     guard: Guard | None = None
     """Moderation of the input before the call and of the answer after it."""
+    retrieve: Retrieve | None = None
+    """Chunks of an index put into the templates as ``retrieved`` (``chatstep index build``)."""
+    _retrieved: list[dict[str, Any]] | None = PrivateAttr(default=None)
+    # The chunks a rendered step was given (set by the runner; copied onto its result).
     fallbacks: Annotated[list[Fallback], Field(max_length=8)] | None = None
     """Tried in order when the endpoint stays unavailable after its retries (5xx, timeouts,
     connection errors, 429 beyond the wait limit) or refuses the prompt for context length."""

@@ -65,6 +65,8 @@ class TemplateContext:
     secrets: SecretStore = field(default_factory=default_secret_store)
     budget: RenderBudget = field(default_factory=RenderBudget, compare=False, repr=False)
     """What the templates rendered with this context (one request) have used so far."""
+    retrieved: list[dict[str, Any]] | None = None
+    """The chunks a step's ``retrieve`` found, seen as ``retrieved``; None: not defined."""
 
 
 class _UndefinedUse(UndefinedError):
@@ -289,6 +291,8 @@ def _render_unchecked(source: str, ctx: TemplateContext, field: str, *, native: 
         "secrets": secrets,
         "secret": secrets._lookup,
     }
+    if ctx.retrieved is not None:
+        names["retrieved"] = ctx.retrieved
     token = bounds.current_budget().set(ctx.budget)
     try:
         expression = _compile_native(source) if native else None
@@ -446,6 +450,13 @@ def _undefined_error(
             f"the template uses outputs.{name}, but no step {name!r} has outputs here "
             f"(available outputs: {available})",
             "use the id of a step that runs before this one",
+            line,
+        )
+    if obj is missing and name == "retrieved":
+        return TemplateError(
+            field,
+            "the template uses retrieved, but the step has no retrieve",
+            "add retrieve: {index: NAME, query: '{{ inputs.question }}'} to the step",
             line,
         )
     if obj is missing:

@@ -252,8 +252,33 @@ def default_chat_completion(body: Mapping[str, Any], completion_id: str) -> JSON
     )
 
 
+_EMBEDDING_WORD = re.compile(r"\w+")
+# Words too common to tell texts apart; left out so that shared content words decide nearness.
+_STOP_TEXT = (
+    "a an and are as at be by can do does for from has have how i in is it "
+    "its of on or our the this to was we what when where which who why will with you your"
+)
+_STOP_WORDS = frozenset(_STOP_TEXT.split())
+
+
 def embedding_vector(text: str, dimensions: int) -> list[float]:
-    """A deterministic unit vector for ``text`` (same text, same vector)."""
+    """A deterministic unit vector for ``text``: a hashed bag of its words.
+
+    Each lower-cased word (but a few stop words) adds +-1 at a position its hash picks, so
+    texts sharing words are near (cosine similarity): a question retrieves the chunk that
+    uses its words. A text
+    with no word gets a vector hashed from its characters (same text, same vector).
+    """
+    counts = [0.0] * dimensions
+    for word in _EMBEDDING_WORD.findall(text.lower()):
+        if word in _STOP_WORDS:
+            continue
+        digest = hashlib.blake2b(word.encode(), digest_size=8).digest()
+        slot = int.from_bytes(digest[:4], "big") % dimensions
+        counts[slot] += 1.0 if digest[4] & 1 else -1.0
+    norm = math.sqrt(sum(v * v for v in counts))
+    if norm:
+        return [v / norm for v in counts]
     raw = hashlib.shake_256(text.encode()).digest(2 * dimensions)
     values = [
         (int.from_bytes(raw[i : i + 2], "big") / 65535.0) * 2 - 1 for i in range(0, len(raw), 2)
