@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import select
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -107,8 +110,38 @@ def _answer(conversation: Conversation, text: str, *, stream: bool) -> None:
         print_json(calls)
 
 
+def _read_turn(prompt: str) -> str:
+    """One line from the terminal; EOFError on Ctrl-D; Ctrl-C raises KeyboardInterrupt.
+
+    ``input()`` can miss a Ctrl-C that lands between writing the prompt and starting to read,
+    and then waits for a line forever; here the signal also writes to a wakeup pipe that the
+    wait watches, so it is never missed.
+    """
+    if os.name == "nt":
+        return input(prompt)
+    _write(prompt)
+    wake_read, wake_write = os.pipe()
+    os.set_blocking(wake_write, False)
+    previous = signal.set_wakeup_fd(wake_write, warn_on_full_buffer=False)
+    try:
+        while True:
+            # A signal's handler runs as soon as select returns, raising KeyboardInterrupt.
+            ready, _, _ = select.select([sys.stdin, wake_read], [], [])
+            if sys.stdin in ready:
+                break
+            os.read(wake_read, 512)
+    finally:
+        signal.set_wakeup_fd(previous)
+        os.close(wake_read)
+        os.close(wake_write)
+    line = sys.stdin.readline()
+    if not line:
+        raise EOFError
+    return line.rstrip("\r\n")
+
+
 def _interactive(conversation: Conversation) -> None:
-    from chatstep.cli.common import exit_code_for
+    from chatstep.cli.common import exit_code_for, interrupted_exit_code
     from chatstep.errors import ChatstepError, redact
 
     typer.echo(
@@ -118,13 +151,13 @@ def _interactive(conversation: Conversation) -> None:
     )
     while True:
         try:
-            text = input("> ")
+            text = _read_turn("> ")
         except EOFError:
             typer.echo("", err=True)
             return
         except KeyboardInterrupt:
             typer.echo("", err=True)
-            raise typer.Exit(EXIT_CODES["interrupted"]) from None
+            raise typer.Exit(interrupted_exit_code()) from None
         if text.strip() in EXIT_WORDS:
             return
         if not text.strip():
@@ -132,6 +165,8 @@ def _interactive(conversation: Conversation) -> None:
         try:
             _answer(conversation, text, stream=True)
         except KeyboardInterrupt:
+            if interrupted_exit_code() != EXIT_CODES["interrupted"]:
+                raise  # SIGTERM: end, as every command does
             typer.echo("\n(answer stopped; this turn was not stored)", err=True)
         except ChatstepError as exc:
             # One failed turn does not end the chat; the turn was not stored.
