@@ -294,3 +294,16 @@ def test_a_literal_api_key_is_never_stored(openai_env: TestServer, tmp_path: Pat
         chat.send(f"my key is {FAKE_API_KEY}")
     data = (tmp_path / "chatstep-home" / "history.sqlite3").read_bytes()
     assert FAKE_API_KEY.encode() not in data
+
+
+def test_a_strategy_or_model_given_on_load_is_kept(openai_env: TestServer) -> None:
+    with Conversation("gpt-4o-mini", name="notes") as chat:
+        chat.send("x")
+    with Conversation.load(chat.id, model="gpt-4.1-mini", strategy="sliding_window"):
+        pass
+    with Conversation.load(chat.id) as again:
+        assert isinstance(again._conversation.strategy, SlidingWindow)
+        assert again.model == "gpt-4.1-mini"
+        assert again.name == "notes"
+        again.send("y")
+    assert openai_env.requests[-1].body["model"] == "gpt-4.1-mini"

@@ -227,3 +227,12 @@ def test_prompt_continue_refusals(openai_env: TestServer) -> None:
     with_option = runner.invoke(app, ["prompt", "-c", "hi", "-o", "temperature", "1"])
     assert with_option.exit_code == EXIT_CODES["config"]
     assert len(openai_env.requests) == 1
+
+
+def test_chat_refuses_options_it_would_ignore(openai_env: TestServer) -> None:
+    runner.invoke(app, ["prompt", "hi"])
+    for args in (["chat", "-c", "--local"], ["chat", "-c", "-i", "a=1"], ["chat", "--json"]):
+        out = runner.invoke(app, args, input="x\n")
+        assert out.exit_code == EXIT_CODES["config"], args
+        assert "Traceback" not in out.output
+    assert len(openai_env.requests) == 1

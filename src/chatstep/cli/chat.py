@@ -57,9 +57,9 @@ def open_conversation(
     from chatstep.errors import ConfigError
 
     if cid is not None or continue_latest:
-        if system is not None or step_file is not None:
+        if system is not None or step_file is not None or inputs or local:
             raise ConfigError(
-                "--system/--step",
+                "--system/--step/--input/--local",
                 "a continued conversation keeps the system message and step it was started with",
                 "drop them, or start a new conversation without -c/--cid",
             )
@@ -204,7 +204,8 @@ def _list(as_json: bool) -> None:
         )
         return
     for r in rows:
-        typer.echo(f"{r.id}  {r.updated[:19]}  {r.model}  {r.message_count} messages")
+        name = f"  {r.name}" if r.name else ""
+        typer.echo(f"{r.id}  {r.updated[:19]}  {r.model}  {r.message_count} messages{name}")
 
 
 def chat(
@@ -255,11 +256,14 @@ def chat(
 ) -> None:
     """Chat with a model in the terminal (see CHAT_HELP)."""
     from chatstep.cli.prompt import DEFAULT_MODEL
+    from chatstep.errors import ConfigError
 
     with reports_errors():
         if list_them:
             _list(as_json)
             return
+        if as_json:
+            raise ConfigError("--json", "only goes with --list", "add --list, or drop --json")
         conversation = open_conversation(
             model=model,
             system=system,

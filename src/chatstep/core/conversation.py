@@ -191,6 +191,8 @@ class AsyncConversation:
         self.step = self._base_step(model, None, step, context_window)
         stored = record.settings.get("strategy")
         self.strategy = parse_strategy(strategy if strategy is not None else stored)
+        if model is not None or strategy is not None or context_window is not None:
+            self.store.update(self._record())  # the changes hold from now on
 
     @classmethod
     def load(

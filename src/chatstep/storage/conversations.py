@@ -221,6 +221,17 @@ class ConversationStore:
 
         self._write(insert)
 
+    def update(self, record: ConversationRecord) -> None:
+        """Store a conversation's new model and settings."""
+
+        def change(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE conversations SET model = ?, settings = ?, updated = ? WHERE id = ?",
+                (record.model, _dumps(record.settings), _now(), record.id),
+            )
+
+        self._write(change)
+
     def replace_with_summary(
         self, conversation_id: str, replaced: Sequence[int], summary: dict[str, Any]
     ) -> None:
