@@ -211,7 +211,8 @@ PROMPT_HELP = (
     "-o KEY VALUE (repeatable) sets a step field, checked as in a step file (a bad one exits 3 "
     "naming it): -o temperature 0.2, -o max_tokens 100, "
     '-o response_format \'{"type": "json_object"}\'.\n\n'
-    "Prints the answer as run does. Each prompt is stored as a conversation: -c/--continue "
+    "Prints the answer as run does. Each prompt (one choice: not -o n 2+) is stored as a "
+    "conversation: -c/--continue "
     "sends TEXT as its next turn (the latest one), --cid ID a given one (chatstep chat --list "
     "lists them); the model stays the conversation's unless -m is given."
 )
