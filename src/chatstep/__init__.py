@@ -11,7 +11,8 @@ checkers and linters only read literals; ``tests/test_public_api.py`` proves all
 
 Naming rule: a synchronous function ``x`` has an async twin ``ax`` (``run_step`` /
 ``arun_step``, ``poll_batch`` / ``apoll_batch``); the synchronous :class:`Runner` has an
-:class:`AsyncRunner` twin, as ``openai.OpenAI`` has ``openai.AsyncOpenAI``.
+:class:`AsyncRunner` twin, as ``openai.OpenAI`` has ``openai.AsyncOpenAI``, and
+:class:`Conversation` has :class:`AsyncConversation`.
 """
 
 from __future__ import annotations
@@ -47,6 +48,13 @@ if TYPE_CHECKING:
         astream_step,
         run_step,
     )
+    from chatstep.core.context_strategies import (
+        SlidingWindow,
+        Summarize,
+    )
+    from chatstep.core.conversation import (
+        AsyncConversation,
+    )
     from chatstep.core.request import (
         Request,
     )
@@ -64,6 +72,9 @@ if TYPE_CHECKING:
     )
     from chatstep.core.streaming import (
         Delta,
+    )
+    from chatstep.core.sync_conversation import (
+        Conversation,
     )
     from chatstep.core.sync_runner import (
         Runner,
@@ -166,6 +177,11 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "astream_step",
         "run_step",
     ),
+    "chatstep.core.context_strategies": (
+        "SlidingWindow",
+        "Summarize",
+    ),
+    "chatstep.core.conversation": ("AsyncConversation",),
     "chatstep.core.request": ("Request",),
     "chatstep.core.result": (
         "EmbeddingResult",
@@ -176,6 +192,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "chatstep.core.retry": ("RetryPolicy",),
     "chatstep.core.runner": ("AsyncRunner",),
     "chatstep.core.streaming": ("Delta",),
+    "chatstep.core.sync_conversation": ("Conversation",),
     "chatstep.core.sync_runner": ("Runner",),
     "chatstep.errors": (
         "APIConnectionError",
@@ -249,6 +266,7 @@ __all__ = [
     "APIError",
     "APIStatusError",
     "APITimeoutError",
+    "AsyncConversation",
     "AsyncRunner",
     "AuthenticationError",
     "BackendUnavailableError",
@@ -263,6 +281,7 @@ __all__ = [
     "Completion",
     "ConfigError",
     "ConflictError",
+    "Conversation",
     "Cost",
     "CostEstimate",
     "Delta",
@@ -295,9 +314,11 @@ __all__ = [
     "SchemaMismatchError",
     "SecretNotFoundError",
     "SecretStore",
+    "SlidingWindow",
     "Step",
     "StepResult",
     "StorageError",
+    "Summarize",
     "TaskRun",
     "TemplateError",
     "ToolCall",

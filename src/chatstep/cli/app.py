@@ -56,6 +56,7 @@ def _options(
 _COMMAND_MODULES: tuple[str, ...] = (
     "run",
     "prompt",
+    "chat",
     "check",
     "endpoints",
     "map",

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
 from chatstep.cli.common import EXIT_CODES, read_value, reports_errors
 from chatstep.errors import ConfigError
+
+if TYPE_CHECKING:
+    from chatstep.core.sync_conversation import Conversation
 
 __all__ = ["DEFAULT_MODEL", "PROMPT_HELP", "register"]
 
@@ -70,7 +73,15 @@ def _literal_or_file(value: str, option: str) -> str:
 
 def prompt(
     ctx: typer.Context,
-    model: Annotated[str, typer.Option("--model", "-m", help="The model to ask.")] = DEFAULT_MODEL,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help=f"The model to ask (default {DEFAULT_MODEL}; with -c/--cid the conversation's).",
+            show_default=False,
+        ),
+    ] = None,
     system: Annotated[
         str | None,
         typer.Option("--system", "-s", help="A system message (or @FILE, @-).", show_default=False),
@@ -82,6 +93,13 @@ def prompt(
         bool, typer.Option("--stream", help="Print text as it is generated.")
     ] = False,
     local: Annotated[bool, typer.Option("--local", help="Use the embedded local model.")] = False,
+    continue_latest: Annotated[
+        bool, typer.Option("--continue", "-c", help="Continue the latest conversation.")
+    ] = False,
+    cid: Annotated[
+        str | None,
+        typer.Option("--cid", help="Continue the conversation with this id.", show_default=False),
+    ] = None,
 ) -> None:
     """Send one prompt without a step file (see PROMPT_HELP)."""
     from chatstep.cli.run import run_and_print
@@ -105,9 +123,18 @@ def prompt(
             raise ConfigError(
                 "TEXT", "the prompt is empty", "give the prompt as TEXT, or pipe non-empty text in"
             )
+        if continue_latest or cid is not None:
+            if options or local:
+                raise ConfigError(
+                    "-o/--local",
+                    "a continued conversation keeps the settings it was started with",
+                    "drop them, or start a new conversation without -c/--cid",
+                )
+            _continue(text, model, system, cid, continue_latest, as_json=as_json, stream=stream)
+            return
         inputs: dict[str, Any] = {"text": text}
         # The texts are inputs, not templates: braces in them are sent as written.
-        fields: dict[str, Any] = {"model": model, "prompt": "{{ inputs.text }}"}
+        fields: dict[str, Any] = {"model": model or DEFAULT_MODEL, "prompt": "{{ inputs.text }}"}
         if system is not None:
             inputs["system"] = _literal_or_file(system, "--system")
             fields["system_message"] = "{{ inputs.system }}"
@@ -118,7 +145,62 @@ def prompt(
         for key, raw in options:
             changes[key] = _option_value(raw)
         step = override_step(step, changes, label="-o")
+        if isinstance(step, ChatCompletion) and step.n in (None, 1):
+            # Stored as a conversation, so `prompt -c` can continue it.
+            from chatstep.core.sync_conversation import Conversation
+
+            del inputs["text"]
+            with Conversation(step=step, inputs=inputs) as conversation:
+                _print_turn(conversation, text, as_json=as_json, stream=stream)
+            return
         run_and_print(step, inputs, as_json=as_json, stream=stream)
+
+
+def _print_turn(conversation: Conversation, text: str, *, as_json: bool, stream: bool) -> None:
+    """Send one turn and print the answer as ``run`` does (spend on stderr)."""
+    from chatstep.cli.common import echo_spend
+    from chatstep.cli.run import print_result
+    from chatstep.core.streaming import Delta
+
+    def on_delta(delta: Delta) -> None:
+        if delta.choice == 0 and delta.content:
+            sys.stdout.write(delta.content)
+            sys.stdout.flush()
+
+    printing = stream and not as_json
+    result = conversation.send(
+        text, stream=True if stream else None, on_delta=on_delta if printing else None
+    )
+    print_result(result, as_json=as_json, streamed=printing)
+    if not as_json:
+        echo_spend(result.usage.get("total_tokens"), result.cost)
+
+
+def _continue(
+    text: str,
+    model: str | None,
+    system: str | None,
+    cid: str | None,
+    continue_latest: bool,
+    *,
+    as_json: bool,
+    stream: bool,
+) -> None:
+    from chatstep.cli.chat import open_conversation
+
+    conversation = open_conversation(
+        model=model,
+        system=system,
+        step_file=None,
+        inputs={},
+        cid=cid,
+        continue_latest=continue_latest,
+        strategy=None,
+        local=False,
+        default_model=DEFAULT_MODEL,
+    )
+    with conversation:
+        _print_turn(conversation, text, as_json=as_json, stream=stream)
 
 
 PROMPT_HELP = (
@@ -129,7 +211,10 @@ PROMPT_HELP = (
     "-o KEY VALUE (repeatable) sets a step field, checked as in a step file (a bad one exits 3 "
     "naming it): -o temperature 0.2, -o max_tokens 100, "
     '-o response_format \'{"type": "json_object"}\'.\n\n'
-    "Prints the answer as run does."
+    "Prints the answer as run does. Each prompt (one choice: not -o n 2+) is stored as a "
+    "conversation: -c/--continue "
+    "sends TEXT as its next turn (the latest one), --cid ID a given one (chatstep chat --list "
+    "lists them); the model stays the conversation's unless -m is given."
 )
 
 

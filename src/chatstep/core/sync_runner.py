@@ -17,6 +17,7 @@ notebook, an async orchestrator) without touching that loop.
 from __future__ import annotations
 
 import asyncio
+import signal
 import threading
 import weakref
 from collections.abc import Coroutine, Mapping
@@ -46,6 +47,15 @@ def _stop(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
         loop.close()
 
 
+def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
+    # Ctrl-C and SIGTERM must reach the main thread: a signal the kernel hands to this thread
+    # (or to the executor threads it starts, which inherit the mask) would leave a main thread
+    # blocked in a read (input() in `chatstep chat`) waiting forever.
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    loop.run_forever()
+
+
 class Runner:
     """Runs steps from synchronous code; reuse one for many calls (it pools connections).
 
@@ -72,7 +82,7 @@ class Runner:
     ) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
-            target=self._loop.run_forever, name="chatstep-runner", daemon=True
+            target=_run_loop, args=(self._loop,), name="chatstep-runner", daemon=True
         )
         self._thread.start()
         self._finalizer = weakref.finalize(self, _stop, self._loop, self._thread)

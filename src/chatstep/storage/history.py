@@ -118,7 +118,7 @@ class HistoryEntry:
         return entry
 
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def _migration_1(conn: sqlite3.Connection) -> None:
@@ -160,8 +160,44 @@ def _migration_2(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE calls ADD COLUMN usage_estimated INTEGER NOT NULL DEFAULT 0")
 
 
+def _migration_3(conn: sqlite3.Connection) -> None:
+    # Conversations (chatstep.storage.conversations): a named message list and its settings.
+    conn.execute(
+        """
+        CREATE TABLE conversations (
+            id TEXT PRIMARY KEY,
+            name TEXT,
+            created TEXT NOT NULL,
+            updated TEXT NOT NULL,
+            model TEXT NOT NULL,
+            settings TEXT NOT NULL
+        )
+        """
+    )
+    conn.execute("CREATE INDEX conversations_updated ON conversations(updated)")
+    # position orders the messages; a summary takes the position of the first message it
+    # replaced, and the replaced ones stay, marked, so nothing said is lost.
+    conn.execute(
+        """
+        CREATE TABLE conversation_messages (
+            seq INTEGER PRIMARY KEY,
+            conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+            position INTEGER NOT NULL,
+            time TEXT NOT NULL,
+            message TEXT NOT NULL,
+            kind TEXT NOT NULL DEFAULT 'message',
+            replaced_by INTEGER
+        )
+        """
+    )
+    conn.execute(
+        "CREATE INDEX conversation_messages_order "
+        "ON conversation_messages(conversation_id, position, seq)"
+    )
+
+
 #: Migration n takes a file from user_version n-1 to n. Append, never edit.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migration_1, _migration_2]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migration_1, _migration_2, _migration_3]
 
 
 def migrate(conn: sqlite3.Connection) -> int:
