@@ -239,13 +239,19 @@ class JournalMismatchError(ConfigError):
 
 class TrainingDataError(ConfigError):
     """Fine-tuning examples a job would refuse or learn nothing from; ``problems`` lists each
-    (``rows[3].messages[1].role: is 'robot' (use one of: ...)``)."""
+    (``rows[3].messages[1].role: is 'robot' (use one of: ...)``), the first 20 in the message."""
 
     def __init__(
         self, field: str, problem: str, fix: str = "", problems: list[str] | None = None
     ) -> None:
         self.problems = list(problems or [])
         super().__init__(field, problem, fix)
+        shown = self.problems[:20]
+        listing = "".join(f"\n  {line}" for line in shown)
+        if len(self.problems) > len(shown):
+            listing += f"\n  ... and {len(self.problems) - len(shown)} more"
+        if listing:
+            self.args = (redact(self.args[0] + listing),)
 
 
 class APIError(ChatstepError):

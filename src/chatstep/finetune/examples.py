@@ -53,7 +53,12 @@ class Problem:
 
     def describe(self, example: str) -> str:
         """``example`` names the example (``rows[3]``, ``line 4``)."""
-        where = f"{example}.{self.where}" if self.where else example
+        if not self.where:
+            where = example
+        elif example.startswith("line "):
+            where = f"{example}, {self.where}"
+        else:
+            where = f"{example}.{self.where}"
         return f"{where}: {self.problem} ({self.fix})"
 
 
@@ -175,7 +180,7 @@ def example_problems(example: Any, model: str, token_limit: int) -> tuple[list[P
     roles = [m.get("role") for m in messages if isinstance(m, Mapping)]
     if "user" not in roles:
         out.append(Problem("messages", "has no user message", "render a user turn"))
-    if roles and roles[-1] != "assistant":
+    if roles and roles[-1] in _ROLES and roles[-1] != "assistant":
         out.append(
             Problem(
                 f"messages[{len(messages) - 1}]",

@@ -36,7 +36,6 @@ if TYPE_CHECKING:
 __all__ = ["FineTuneData", "check_training_file", "prepare_finetune"]
 
 Rows = str | Path | Iterable[Mapping[str, Any]]
-_MAX_REPORTED = 20
 _DEFAULT_MODEL = "gpt-4o-mini"
 
 
@@ -105,12 +104,9 @@ class _Checked:
     def raise_problems(self, total: int, what: str, fix: str) -> None:
         if not self.problems:
             return
-        shown = self.problems[:_MAX_REPORTED]
-        more = len(self.problems) - len(shown)
-        listed = "\n  ".join(shown) + (f"\n  ... and {more} more" if more else "")
         raise TrainingDataError(
             what,
-            f"{self.failed} of {total} examples are not valid training examples:\n  {listed}\n",
+            f"{self.failed} of {total} examples are not valid training examples",
             fix,
             problems=self.problems,
         )
@@ -194,6 +190,11 @@ def _split(count: int, validation: float | int | None, seed: int) -> set[int]:
     return set(random.Random(seed).sample(range(count), size))
 
 
+def _line(example: Mapping[str, Any]) -> str:
+    """One JSONL line, keys in the order OpenAI's docs show them (role before content)."""
+    return json.dumps(example, ensure_ascii=False, separators=(",", ":"))
+
+
 def _write(path: Path, lines: list[str]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".part")
@@ -264,7 +265,7 @@ def prepare_finetune(
         examples.append(example)
     checked.raise_problems(len(examples), "rows", "fix those rows or the step, then prepare again")
     held_out = _split(len(examples), validation, seed)
-    train = [canonical(e) for i, e in enumerate(examples) if i not in held_out]
+    train = [_line(e) for i, e in enumerate(examples) if i not in held_out]
     if len(train) < min_examples:
         raise TrainingDataError(
             "rows",
@@ -281,7 +282,7 @@ def prepare_finetune(
             if validation_output is not None
             else output.with_name(output.stem + ".validation.jsonl")
         )
-        _write(validation_path, [canonical(examples[i]) for i in sorted(held_out)])
+        _write(validation_path, [_line(examples[i]) for i in sorted(held_out)])
     train_tokens = [t for i, t in enumerate(checked.tokens) if i not in held_out]
     return FineTuneData(
         training_file=output,
