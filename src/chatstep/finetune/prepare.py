@@ -14,6 +14,7 @@ chatstep wrote. Identical examples are warned about, not refused.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from collections.abc import Iterable, Mapping
@@ -37,6 +38,8 @@ __all__ = ["FineTuneData", "check_training_file", "prepare_finetune"]
 
 Rows = str | Path | Iterable[Mapping[str, Any]]
 _DEFAULT_MODEL = "gpt-4o-mini"
+_MAX_KEPT = 1000
+"""Problems kept for :attr:`TrainingDataError.problems` (a broken file has one per line)."""
 
 
 @dataclass(frozen=True)
@@ -80,13 +83,19 @@ class _Checked:
         self.failed = 0
         self.tokens: list[int] = []
         self.warnings: list[str] = []
-        self._seen: dict[str, str] = {}
+        self._seen: dict[bytes, str] = {}
+        """Digest of each distinct example -> the first example that had it."""
+
+    def problem(self, line: str) -> None:
+        """Record one problem (at most :data:`_MAX_KEPT` are kept; all are counted)."""
+        if len(self.problems) < _MAX_KEPT:
+            self.problems.append(line)
 
     def add(self, example: Any, name: str) -> None:
         found, tokens = example_problems(example, self.model, self.token_limit)
         text = canonical(example)
         if redact_secrets(text) != text:
-            self.problems.append(
+            self.problem(
                 f"{name}: renders a secret into the training data (keep secrets out of the "
                 "step's messages and the rows)"
             )
@@ -94,10 +103,12 @@ class _Checked:
             return
         if found:
             self.failed += 1
-            self.problems.extend(p.describe(name) for p in found)
+            for problem in found:
+                self.problem(problem.describe(name))
             return
         self.tokens.append(tokens)
-        first = self._seen.setdefault(text, name)
+        digest = hashlib.blake2b(text.encode(), digest_size=16).digest()
+        first = self._seen.setdefault(digest, name)
         if first != name:
             self.warnings.append(f"{name} is the same example as {first}")
 
@@ -257,7 +268,7 @@ def prepare_finetune(
         try:
             example = _render_example(definition, row, target, target_template, store)
         except ConfigError as err:
-            checked.problems.append(f"{name}: {err}")
+            checked.problem(f"{name}: {err}")
             checked.failed += 1
             examples.append({})
             continue
@@ -325,7 +336,7 @@ def check_training_file(
             try:
                 example = json.loads(raw)
             except json.JSONDecodeError as exc:
-                checked.problems.append(f"line {number}: is not valid JSON ({exc.msg})")
+                checked.problem(f"line {number}: is not valid JSON ({exc.msg})")
                 checked.failed += 1
                 continue
             checked.add(example, f"line {number}")
