@@ -6,7 +6,8 @@
     ├── ConfigError                     a step definition or a value in it is wrong (.field)
     │   ├── TemplateError                   a template failed to render or left the sandbox
     │   ├── SecretNotFoundError             a secret named by the step is in no provider
-    │   └── JournalMismatchError            a map journal belongs to another step or dataset
+    │   ├── JournalMismatchError            a map journal belongs to another step or dataset
+    │   └── TrainingDataError               fine-tuning examples that a job would refuse (.problems)
     ├── APIError                        the endpoint (or the embedded model) failed the request
     │   ├── APIStatusError                  it answered with an HTTP error status (.status_code)
     │   │   ├── BadRequestError                 400
@@ -68,6 +69,7 @@ __all__ = [
     "SecretNotFoundError",
     "StorageError",
     "TemplateError",
+    "TrainingDataError",
     "TruncatedOutputError",
     "UnprocessableEntityError",
     "error_for_status",
@@ -233,6 +235,23 @@ class SecretNotFoundError(ConfigError):
 
 class JournalMismatchError(ConfigError):
     """The map journal was started for another step definition or another input."""
+
+
+class TrainingDataError(ConfigError):
+    """Fine-tuning examples a job would refuse or learn nothing from; ``problems`` lists each
+    (``rows[3].messages[1].role: is 'robot' (use one of: ...)``), the first 20 in the message."""
+
+    def __init__(
+        self, field: str, problem: str, fix: str = "", problems: list[str] | None = None
+    ) -> None:
+        self.problems = list(problems or [])
+        super().__init__(field, problem, fix)
+        shown = self.problems[:20]
+        listing = "".join(f"\n  {line}" for line in shown)
+        if len(self.problems) > len(shown):
+            listing += f"\n  ... and {len(self.problems) - len(shown)} more"
+        if listing:
+            self.args = (redact(self.args[0] + listing),)
 
 
 class APIError(ChatstepError):

@@ -62,6 +62,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "map",
     "history",
     "batch",
+    "finetune",
     "flow",
     "serve",
     "testing_server",

@@ -19,7 +19,8 @@ Unscripted requests get deterministic default answers (``"echo: <last user messa
 the legacy ``/v1/completions`` continues each prompt with ``" echo: <prompt>"``).
 Every request and response body is checked against the official OpenAI OpenAPI spec (see
 ``server.spec_violations``). ``TestServer(rpm=..., tpm=..., latency=..., fault_rate=...)``
-behaves like a busy endpoint; the Files and Batch APIs run batches through the same answers.
+behaves like a busy endpoint; the Files and Batch APIs run batches through the same answers,
+and the Fine-tuning API trains jobs whose ``ft:`` models then answer.
 With pytest, use the ``openai_server`` and ``openai_env`` fixtures. Answers that are wrong on the
 wire (a 200 carrying an error, empty choices, error events in a stream...) come from
 :mod:`chatstep.testing.faults`; Azure-style paths (``/openai/deployments/{name}/...``) are served.

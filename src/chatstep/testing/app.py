@@ -45,6 +45,22 @@ _ROUTES: tuple[tuple[str, str, list[str]], ...] = (
     ("/v1/batches", "/v1/batches", ["GET", "POST"]),
     ("/v1/batches/{batch_id}", "/v1/batches/{batch_id}", ["GET"]),
     ("/v1/batches/{batch_id}/cancel", "/v1/batches/{batch_id}/cancel", ["POST"]),
+    ("/v1/fine_tuning/jobs", "/v1/fine_tuning/jobs", ["GET", "POST"]),
+    (
+        "/v1/fine_tuning/jobs/{fine_tuning_job_id}",
+        "/v1/fine_tuning/jobs/{fine_tuning_job_id}",
+        ["GET"],
+    ),
+    (
+        "/v1/fine_tuning/jobs/{fine_tuning_job_id}/cancel",
+        "/v1/fine_tuning/jobs/{fine_tuning_job_id}/cancel",
+        ["POST"],
+    ),
+    (
+        "/v1/fine_tuning/jobs/{fine_tuning_job_id}/events",
+        "/v1/fine_tuning/jobs/{fine_tuning_job_id}/events",
+        ["GET"],
+    ),
 )
 """(Starlette path, spec route template, methods)."""
 

@@ -133,6 +133,13 @@ class Conditions:
     """With ``batch_progress="time"``: how long a batch stays validating, and finalizing."""
     batch_expire_after_lines: int | None = None
     """Batches expire after running this many lines (the rest get ``batch_expired`` errors)."""
+    fine_tune_progress: str = "time"
+    """``"time"``: fine-tuning jobs run by themselves; ``"polls"``: each retrieve moves one
+    status on (``validating_files -> queued -> running -> succeeded``)."""
+    fine_tune_step_seconds: float = 0.02
+    """With ``fine_tune_progress="time"``: how long a fine-tuning job stays in each status."""
+    fine_tune_failure: str | None = None
+    """When set, running fine-tuning jobs fail with this error message (``internal_error``)."""
 
     def __post_init__(self) -> None:
         known = (*FAULT_KINDS, *KEY_FAULT_KINDS)
@@ -145,6 +152,10 @@ class Conditions:
             raise ValueError("faults: empty while fault_rate > 0; name at least one fault kind")
         if self.batch_progress not in ("time", "polls"):
             raise ValueError(f"batch_progress: {self.batch_progress!r} is not 'time' or 'polls'")
+        if self.fine_tune_progress not in ("time", "polls"):
+            raise ValueError(
+                f"fine_tune_progress: {self.fine_tune_progress!r} is not 'time' or 'polls'"
+            )
         latency = self.latency
         if isinstance(latency, tuple) and (len(latency) != 2 or min(latency) < 0):
             raise ValueError(

@@ -93,7 +93,12 @@ async def _default_answer(state: ServerState, request: Request) -> Any:
     route, body = request.route, request.body
     if route.startswith(("/v1/files", "/v1/batches")):
         return await state.resources.answer(request, state, answer)
+    if route.startswith("/v1/fine_tuning/"):
+        return await state.fine_tuning.answer(request, state)
     if route == CHAT_ROUTE:
+        untrained = _untrained_model(state, body)
+        if untrained is not None:
+            return untrained
         return default_chat_completion(body, state.next_id("chatcmpl"))
     if route == COMPLETIONS_ROUTE:
         return refusal(body) or default_text_completion(body, state.next_id("cmpl"))
@@ -102,10 +107,11 @@ async def _default_answer(state: ServerState, request: Request) -> Any:
     if route == "/v1/moderations":
         return default_moderation(body, state.next_id("modr"))
     if route == "/v1/models":
-        return {"object": "list", "data": [model_object(m) for m in state.models]}
+        models = [*state.models, *state.fine_tuning.models()]
+        return {"object": "list", "data": [model_object(m) for m in models]}
     if route == "/v1/models/{model}":
         model_id = request.path_params.get("model", "")
-        if model_id in state.models:
+        if model_id in state.models or state.fine_tuning.knows_model(model_id):
             return model_object(model_id)
         return Fail(
             404,
@@ -113,6 +119,20 @@ async def _default_answer(state: ServerState, request: Request) -> Any:
             code="model_not_found",
         )
     return Fail(404, f"Invalid URL ({request.method} {request.path})")
+
+
+def _untrained_model(state: ServerState, body: Any) -> Fail | None:
+    """A 404 for an ``ft:`` model no fine-tuning job of this server produced, as OpenAI answers."""
+    model = body.get("model") if isinstance(body, Mapping) else None
+    if not isinstance(model, str) or not model.startswith("ft:"):
+        return None
+    if state.fine_tuning.knows_model(model):
+        return None
+    return Fail(
+        404,
+        f"The model '{model}' does not exist or you do not have access to it.",
+        code="model_not_found",
+    )
 
 
 def _comparable(body: Any) -> Any:

@@ -51,6 +51,17 @@ OPERATIONS: dict[tuple[str, str], str] = {
     ("GET", "/v1/batches"): "/batches",
     ("GET", "/v1/batches/{batch_id}"): "/batches/{batch_id}",
     ("POST", "/v1/batches/{batch_id}/cancel"): "/batches/{batch_id}/cancel",
+    ("POST", "/v1/fine_tuning/jobs"): "/fine_tuning/jobs",
+    ("GET", "/v1/fine_tuning/jobs"): "/fine_tuning/jobs",
+    ("GET", "/v1/fine_tuning/jobs/{fine_tuning_job_id}"): "/fine_tuning/jobs/{fine_tuning_job_id}",
+    (
+        "POST",
+        "/v1/fine_tuning/jobs/{fine_tuning_job_id}/cancel",
+    ): "/fine_tuning/jobs/{fine_tuning_job_id}/cancel",
+    (
+        "GET",
+        "/v1/fine_tuning/jobs/{fine_tuning_job_id}/events",
+    ): "/fine_tuning/jobs/{fine_tuning_job_id}/events",
 }
 """Server route (method, template) -> the spec's path key for that operation."""
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from chatstep.testing.batches import Resources
 from chatstep.testing.conditions import Conditions, ConditionsState
+from chatstep.testing.fine_tuning import FineTuningJobs
 from chatstep.testing.script import Script
 from chatstep.testing.spec import SpecValidator, SpecViolation
 from chatstep.testing.synth import DEFAULT_MODELS
@@ -100,6 +101,8 @@ class ServerState:
     conditions: ConditionsState = field(default_factory=ConditionsState)
     resources: Resources = field(default_factory=Resources)
     """Files and batches."""
+    fine_tuning: FineTuningJobs = field(default_factory=FineTuningJobs)
+    """Fine-tuning jobs and the models they produced."""
     max_recorded: int | None = None
     """Keep only the newest N recorded requests (None: all); counters are kept regardless."""
     _validator: SpecValidator | None = None
@@ -203,9 +206,11 @@ class ServerState:
         return f"req_test{number:06d}"
 
     def reset(self) -> None:
-        """Forget the script, recorded requests, violations, ids, files and batches."""
+        """Forget the script, recorded requests, violations, ids, files, batches and fine-tuning
+        jobs."""
         self.script.clear()
         self.resources.clear()
+        self.fine_tuning.clear()
         with self._lock:
             self._requests.clear()
             self._by_path.clear()

@@ -1,0 +1,1 @@
+"""Fine-tuning: training files from rows, jobs, their journal and events."""
