@@ -215,6 +215,8 @@ class RateLimiter:
         self._clean_after = 0.0
         # A pool sharing one budget sees other processes' charges in ``remaining``: no ratio.
         self._learn_factor = True
+        # The part of a limit learned from headers this limiter may use (1/N of a pool's).
+        self._share = 1.0
 
     # -- the budget ------------------------------------------------------------------------
 
@@ -340,8 +342,10 @@ class RateLimiter:
         bucket = self._requests if kind == "requests" else self._tokens
         if limit is not None and limit > 0 and self.learn:
             if bucket is None:
-                level = remaining if remaining is not None else limit
-                bucket = _Bucket(limit, level, now, True)
+                limit *= self._share
+                level = min(limit, remaining if remaining is not None else limit)
+                # A share of a pool's limit is kept like a configured one: only lowered.
+                bucket = _Bucket(limit, level, now, self._share == 1.0)
                 if kind == "requests":
                     self._requests = bucket
                 else:

@@ -45,6 +45,7 @@ from chatstep.errors import (
     ConfigError,
     NotFoundError,
     PermissionDeniedError,
+    StorageError,
 )
 from chatstep.mapping.columns import OutputShape, error_record, result_record
 from chatstep.mapping.datasets import DatasetFile
@@ -214,7 +215,7 @@ class MapRun:
         tasks: list[asyncio.Task[None]] = []
         try:
             if isinstance(self.limiter, SharedRateLimiter):
-                await self.limiter.budget.check()  # fail closed before anything is sent
+                await self.limiter.check()  # fail closed before anything is sent
             if journal is not None:
                 self.stats.journaled = journal.count()
                 self.stats.journal_cost = journal.spent()
@@ -426,6 +427,12 @@ class MapRun:
                 # A Runner given with its own max_cost refused the row: stop as --max-cost does.
                 error = ctx.abort = exc
                 self.stats.stop_reason = self.stats.stop_reason or str(exc)
+            except StorageError as exc:
+                # A store every row needs (the shared rate budget, the cache) is down: stop
+                # rather than fail (or send unlimited) every other row.
+                error = ctx.abort = exc
+                if self._failure is None:
+                    self._failure = exc
             except ChatstepError as exc:
                 error = exc
             if ctx.abort is error and error is not None:
@@ -476,7 +483,9 @@ def _make_limiter(options: MapOptions) -> RateLimiter:
     rpm, tpm, learn = options.rpm, options.tpm, options.learn_limits
     if options.budget is None:
         return RateLimiter(rpm=rpm, tpm=tpm, learn=learn)
-    return SharedRateLimiter(RedisBudget(options.budget), rpm=rpm, tpm=tpm, learn=learn)
+    return SharedRateLimiter(
+        RedisBudget(options.budget), fallback=options.budget_fallback, rpm=rpm, tpm=tpm, learn=learn
+    )
 
 
 @dataclass
@@ -486,7 +495,7 @@ class _RunContext:
     budget: CostBudget
     finished: JournalCursor
     """The journal's finished rows, read in input order beside the input."""
-    abort: APIError | BudgetExceededError | None = None
+    abort: APIError | BudgetExceededError | StorageError | None = None
     skip: FinishedRanges | None = None
     """Resuming from rows read twice: the rows the producer skips (the journal has them)."""
 

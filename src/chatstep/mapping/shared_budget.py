@@ -20,7 +20,10 @@ tokens cannot be taken atomically together, and no pause or header-lowering. The
 is the existing limiter's arithmetic, ~40 lines of Lua.
 
 An unreachable Redis fails closed: :class:`~chatstep.errors.StorageError` naming the URL
-(without its password), never an unlimited run.
+(without its password), which stops the run, never an unlimited run. With ``fallback=N`` (the
+pool's size; ``--budget-fallback N``) a process goes on alone instead, with 1/N of the limits
+(configured, or learned from headers, which then only lower them), starting from an empty
+bucket.
 """
 
 from __future__ import annotations
@@ -204,16 +207,45 @@ class SharedRateLimiter(RateLimiter):
     token charge ratio; the waiting is decided by the shared buckets.
     """
 
-    def __init__(self, budget: RedisBudget, **options: Any) -> None:
+    def __init__(self, budget: RedisBudget, *, fallback: int | None = None, **options: Any) -> None:
         super().__init__(**options)
         self.budget = budget
+        self.fallback = fallback
+        """Pool size: when Redis cannot be reached, go on alone with 1/N of the limits."""
+        self.alone = False
+        """Whether this process lost the shared budget and runs on its share alone."""
         self._configured = (self.rpm, self.tpm)
         self._scope: str | None = None
         self._pending: set[asyncio.Task[None]] = set()
         # Other processes' requests show in the headers' remaining counts: no ratio from them.
         self._learn_factor = False
 
+    async def check(self) -> None:
+        """Before the run: fail closed if Redis does not answer (or go alone, by option)."""
+        try:
+            await self.budget.check()
+        except StorageError:
+            if self.fallback is None:
+                raise
+            self._go_alone()
+
+    def _go_alone(self) -> None:
+        """Use 1/N of the limits known (configured or learned), from empty buckets."""
+        assert self.fallback is not None
+        self.alone = True
+        self._share = 1.0 / self.fallback
+        now = self._clock()
+        for name in ("_requests", "_tokens"):
+            bucket = getattr(self, name)
+            if bucket is not None:
+                bucket.refill(now)
+                limit = bucket.limit * self._share
+                setattr(self, name, type(bucket)(limit, min(0.0, bucket.level), now, False))
+
     async def before_send(self, request: Request, conn: Connection) -> None:
+        if self.alone:
+            await self.acquire(request)
+            return
         scope = budget_scope(conn, str(request.body.get("model", "")))
         self._scope = scope
         started = self._clock()
@@ -222,9 +254,18 @@ class SharedRateLimiter(RateLimiter):
             raw = float(self._estimate(request))
             cost = raw * self._factor
             self._record_sent(request, raw, cost, self._clock())
-        wait = await self.budget.acquire(
-            scope, cost, rpm=self._configured[0], tpm=self._configured[1]
-        )
+        try:
+            wait = await self.budget.acquire(
+                scope, cost, rpm=self._configured[0], tpm=self._configured[1]
+            )
+        except StorageError:
+            if self.fallback is None:
+                raise
+            if not self.alone:
+                self._go_alone()
+            self._sent.pop(id(request), None)
+            await self.acquire(request)
+            return
         if wait > 0:
             await self._sleep(wait)
         self.stats.requests += 1
@@ -233,7 +274,7 @@ class SharedRateLimiter(RateLimiter):
 
     async def after_reply(self, request: Request, conn: Connection, reply: Any) -> None:
         self.observe_headers(reply.headers, request)
-        if reply.headers:
+        if reply.headers and not self.alone:
             await self.budget.observe(
                 budget_scope(conn, str(request.body.get("model", ""))), reply.headers
             )
@@ -243,7 +284,7 @@ class SharedRateLimiter(RateLimiter):
         rate_limited = self.stats.rate_limited
         super().observe_failure(error)
         scope = self._scope
-        if scope is None:
+        if scope is None or self.alone:
             return
         pause: float | None = None
         if self.stats.rate_limited > rate_limited:
