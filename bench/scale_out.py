@@ -120,7 +120,7 @@ def run_scenario(
         source.write_text("".join(json.dumps(r) + "\n" for r in part))
         command = [chatstep, "map", str(step), "-r", str(source), "-o", str(work / f"out-{k}")]
         command[-1] += ".jsonl"
-        command += ["-c", "32", "--no-history", "--no-progress", *extra]
+        command += ["-c", "64", "--no-history", "--no-progress", *extra]
         processes.append(subprocess.Popen(command, env=env, stderr=subprocess.PIPE))
     errors = []
     for process in processes:

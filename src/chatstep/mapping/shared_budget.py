@@ -82,6 +82,7 @@ if op == 'acquire' then
 elseif op == 'observe' then
   local headers = {r = {tonumber(ARGV[2]), tonumber(ARGV[3])},
                    t = {tonumber(ARGV[4]), tonumber(ARGV[5])}}
+  local age = tonumber(ARGV[6])
   for _, kind in ipairs({'r', 't'}) do
     local limit, remaining = headers[kind][1], headers[kind][2]
     local stored = tonumber(redis.call('HGET', key, kind .. ':limit') or '0')
@@ -90,7 +91,11 @@ elseif op == 'observe' then
     end
     local b = load(kind, 0)
     if b then
-      if remaining >= 0 and remaining < b[2] then b[2] = remaining end
+      -- remaining was counted when the server admitted the request, age seconds ago at most:
+      -- the server has refilled since (without it, every answer would lower the level a
+      -- little too far, and the pool would drift below the ceiling).
+      local server = remaining + age * b[1] / 60
+      if remaining >= 0 and server < b[2] then b[2] = server end
       store(kind, b)
     end
   end
@@ -181,8 +186,12 @@ class RedisBudget:
         """Reserve one request and ``tokens`` now; the seconds to wait before sending."""
         return await self._run(scope, "acquire", rpm or 0, tpm or 0, tokens)
 
-    async def observe(self, scope: str, headers: Mapping[str, str]) -> None:
-        """Learn unknown limits from ``x-ratelimit-*`` headers; lower (only) the levels."""
+    async def observe(self, scope: str, headers: Mapping[str, str], age: float = 0.0) -> None:
+        """Learn unknown limits from ``x-ratelimit-*`` headers; lower (only) the levels.
+
+        ``age``: seconds since the answered request was let through (the server counted
+        ``remaining`` at most that long ago, and has refilled since).
+        """
         lower = {k.lower(): v for k, v in headers.items()}
         values = [
             _number(lower, f"x-ratelimit-{part}-{kind}")
@@ -190,7 +199,7 @@ class RedisBudget:
             for part in ("limit", "remaining")
         ]
         if any(v >= 0 for v in values):
-            await self._run(scope, "observe", *values)
+            await self._run(scope, "observe", *values, max(0.0, age))
 
     async def pause(self, scope: str, seconds: float) -> None:
         """Pause the whole pool for ``seconds`` (after a 429) and empty its buckets."""
@@ -268,16 +277,20 @@ class SharedRateLimiter(RateLimiter):
             return
         if wait > 0:
             await self._sleep(wait)
+        sent = self._sent.get(id(request))
+        if sent is not None:
+            sent.at = self._clock()  # when it really goes (the age of its answer's headers)
         self.stats.requests += 1
         self.stats.tokens += int(cost)
         self.stats.waited_seconds += max(0.0, self._clock() - started)
 
     async def after_reply(self, request: Request, conn: Connection, reply: Any) -> None:
+        sent = self._sent.get(id(request))
+        age = self._clock() - sent.at if sent is not None else 0.0
         self.observe_headers(reply.headers, request)
         if reply.headers and not self.alone:
-            await self.budget.observe(
-                budget_scope(conn, str(request.body.get("model", ""))), reply.headers
-            )
+            scope = budget_scope(conn, str(request.body.get("model", "")))
+            await self.budget.observe(scope, reply.headers, age)
 
     def observe_failure(self, error: APIError) -> None:
         """As :meth:`RateLimiter.observe_failure`, and a 429 pauses the whole pool."""
