@@ -6,7 +6,8 @@ serving, then answers JSON commands on stdin, one per line, with one JSON line o
 - ``{"cmd": "reset", "drain": true}``: forget counters and refill (``drain``: empty) the buckets;
 - ``{"cmd": "stats"}``: the server's counters;
 - ``{"cmd": "charges"}``: every chat request the rate limiter saw since the last reset, as
-  ``[seconds, prompt, admitted]`` (who was paid for, and when).
+  ``[seconds, prompt, admitted]`` (who was paid for, and when). The buckets are emptied again
+  at the first chat request after a reset (it alone fits), so start-up time fills nothing.
 
 :class:`BenchServer` drives it from the benchmark.
 """
@@ -41,6 +42,15 @@ def _log_charges(server: Any, log: list[list[Any]]) -> None:
     charge = limits.charge
 
     def logged(path: str, body: Any, model: str = "") -> Any:
+        if not log:
+            # Empty buckets at the first request, not at the reset: a client's start-up time
+            # must not fill them (a burst above the ceiling), only what it alone would spend.
+            from chatstep.testing.ratelimit import request_cost
+
+            _drain(server)
+            first = request_cost(path, body, limits.default_completion_tokens, limits.token_charge)
+            for kind, bucket in limits._buckets.items():
+                bucket.level = 1.0 if kind == "requests" else float(first)
         decision = charge(path, body, model)
         if path.endswith("/chat/completions") and isinstance(body, dict):
             messages = body.get("messages") or [{}]
