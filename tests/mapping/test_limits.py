@@ -326,24 +326,29 @@ async def _test_a_configured_level_follows_the_server_both_ways_under_the_caller
     rl = limiter(t, rpm=60)
     first = chat()
     await rl.acquire(first)
-    # The key is busy elsewhere: the server has nothing left, so the level drops to empty.
-    rl.observe_headers({"x-ratelimit-remaining-requests": "0"}, first)
-    start = t.now
+    # The key is partly in use elsewhere: the first answer shows 50 left (the cap starts there).
+    rl.observe_headers({"x-ratelimit-remaining-requests": "50"}, first)
+    t.now += 0.01  # (answers sync only from requests sent after the last synced one)
     second = chat()
     await rl.acquire(second)
-    assert t.now - start == pytest.approx(1.0, abs=0.01)  # one refill at 60 rpm
+    rl.observe_headers({"x-ratelimit-remaining-requests": "0"}, second)  # now none left
+    start = t.now
+    third = chat()
+    await rl.acquire(third)
+    assert t.now - start == pytest.approx(1.0, abs=0.02)  # one refill at 60 rpm
     # An answer counted before a request sent earlier reached the server shows more left than
     # our level: a configured level is raised back (only lowering it drifts low for good)...
-    rl.observe_headers({"x-ratelimit-remaining-requests": "30"}, second)
+    rl.observe_headers({"x-ratelimit-remaining-requests": "30"}, third)
     start = t.now
     for _ in range(29):
         await rl.acquire(chat())
     assert t.now - start < 0.5
-    # ...but never past the caller's own 60 a minute, whatever the server says is left.
-    third = chat()
-    await rl.acquire(third)
-    rl.observe_headers({"x-ratelimit-remaining-requests": "9000"}, third)
+    # ...but never past the caller's own cap, whatever the server says is left.
+    t.now += 0.01
+    fourth = chat()
+    await rl.acquire(fourth)
+    rl.observe_headers({"x-ratelimit-remaining-requests": "9000"}, fourth)
     start = t.now
     for _ in range(60):
         await rl.acquire(chat())
-    assert t.now - start >= 29.0  # 60 used of the cap already in this minute
+    assert t.now - start >= 29.0  # about 18 left of the cap: 42 more wait for its refill

@@ -203,6 +203,7 @@ class RateLimiter:
             for kind, limit in (("requests", rpm), ("tokens", tpm))
             if limit
         ]
+        self._caps_synced: set[str] = set()
         self.learn = learn
         self.default_pause = default_pause
         self.stats = LimiterStats()
@@ -395,6 +396,14 @@ class RateLimiter:
         # counted there yet.
         earlier = [other for other in self._sent.values() if other.at < sent.at]
         lowered = min(bucket.level, server_now)
+        if kind not in self._caps_synced:
+            # The caller's cap starts at what the first answer shows is left, not full: a key
+            # already in use (other processes on a fixed split) leaves no minute's burst.
+            self._caps_synced.add(kind)
+            for cap_kind, cap in self._caps:
+                if cap_kind == kind:
+                    cap.refill(now)
+                    cap.level = min(cap.level, server_now)
         if bucket.learned if bucket.follows is None else bucket.follows:
             unseen = sum(1.0 if kind == "requests" else o.tokens for o in earlier)
             bucket.level = max(lowered, server_now - unseen)
