@@ -284,3 +284,24 @@ def test_counting_from_many_threads_agrees() -> None:
         thread.join()
     assert set(results) == {124}
     assert len(results) == 1600
+
+
+@needs_tokenizer
+@pytest.mark.parametrize(
+    "messages",
+    [
+        COOKBOOK_MESSAGES,
+        [{"role": "user", "content": "naïve café " * 50 + "日本語のテキスト" * 30}],
+        [{"role": "user", "content": [{"type": "text", "text": "1234567890" * 40}]}],
+        [{"role": "assistant", "content": None, "tool_calls": [
+            {"type": "function", "function": {"name": "f", "arguments": '{"a": [1, 2]}'}}
+        ]}],
+    ],
+)  # fmt: skip
+def test_the_byte_bound_is_never_below_the_exact_count(messages: list[Any]) -> None:
+    from chatstep.accounting.tokens import chat_prompt_token_bound
+
+    tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
+    for extra in ({}, {"tools": tools}):
+        body = {"model": "gpt-4o-mini", "messages": messages, **extra}
+        assert chat_prompt_token_bound(body) >= estimate_prompt_tokens(body)

@@ -315,3 +315,40 @@ async def _test_a_429_tells_the_limits_too() -> None:
     rl.observe_failure(RateLimitError("429", status_code=429, retry_after=0.5, rate_limits=headers))
     assert (rl.rpm, rl.tpm) == (600, 90000)
     assert rl.paused_for == pytest.approx(0.5)
+
+
+def test_a_configured_level_follows_the_server_both_ways_under_the_callers_cap() -> None:
+    asyncio.run(_test_a_configured_level_follows_the_server_both_ways_under_the_callers_cap())
+
+
+async def _test_a_configured_level_follows_the_server_both_ways_under_the_callers_cap() -> None:
+    t = FakeTime()
+    rl = limiter(t, rpm=60)
+    first = chat()
+    await rl.acquire(first)
+    # The key is partly in use elsewhere: the first answer shows 50 left (the cap starts there).
+    rl.observe_headers({"x-ratelimit-remaining-requests": "50"}, first)
+    t.now += 0.01  # (answers sync only from requests sent after the last synced one)
+    second = chat()
+    await rl.acquire(second)
+    rl.observe_headers({"x-ratelimit-remaining-requests": "0"}, second)  # now none left
+    start = t.now
+    third = chat()
+    await rl.acquire(third)
+    assert t.now - start == pytest.approx(1.0, abs=0.02)  # one refill at 60 rpm
+    # An answer counted before a request sent earlier reached the server shows more left than
+    # our level: a configured level is raised back (only lowering it drifts low for good)...
+    rl.observe_headers({"x-ratelimit-remaining-requests": "30"}, third)
+    start = t.now
+    for _ in range(29):
+        await rl.acquire(chat())
+    assert t.now - start < 0.5
+    # ...but never past the caller's own cap, whatever the server says is left.
+    t.now += 0.01
+    fourth = chat()
+    await rl.acquire(fourth)
+    rl.observe_headers({"x-ratelimit-remaining-requests": "9000"}, fourth)
+    start = t.now
+    for _ in range(60):
+        await rl.acquire(chat())
+    assert t.now - start >= 29.0  # about 18 left of the cap: 42 more wait for its refill

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import socket
@@ -128,3 +129,128 @@ def test_three_processes_share_one_budget(
     client.close()
     assert float(stored[b"t:limit"]) == TPM
     assert FAKE_KEY.encode() not in keys[0] + b"".join(stored.values())
+
+
+def _hash(redis_url: str) -> dict[bytes, bytes]:
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        (key,) = client.keys("chatstep:budget:*")
+        stored: dict[bytes, bytes] = client.hgetall(key)
+        return stored
+    finally:
+        client.close()
+
+
+def test_headers_only_lower_the_shared_level_and_limit(redis_url: str) -> None:
+    import asyncio
+
+    from chatstep.mapping.shared_budget import RedisBudget
+
+    def headers(limit: int, remaining: int) -> dict[str, str]:
+        return {
+            "x-ratelimit-limit-tokens": str(limit),
+            "x-ratelimit-remaining-tokens": str(remaining),
+        }
+
+    async def scenario() -> list[tuple[float, float]]:
+        budget = RedisBudget(redis_url)
+        seen = []
+        try:
+            await budget.observe("s", headers(60_000, 50_000))  # learns the limit
+            await budget.acquire("s", 20_000, rpm=None, tpm=None)
+            for limit, remaining in ((60_000, 59_000), (90_000, 59_000), (60_000, 10_000)):
+                await budget.observe("s", headers(limit, remaining))
+                stored = _hash(redis_url)
+                seen.append((float(stored[b"t:limit"]), float(stored[b"t:level"])))
+        finally:
+            await budget.aclose()
+        return seen
+
+    (high, higher_limit, low) = asyncio.run(scenario())
+    # 50,000 - 20,000 reserved, plus at most a few seconds' refill (1,000 a second).
+    assert high[0] == 60_000
+    assert high[1] < 40_000  # a higher remaining did not raise it
+    assert higher_limit[0] == 60_000  # nor a higher limit
+    assert low[1] <= 10_000 + 5_000  # a lower remaining lowered it (refill since: a few s)
+
+
+class _StopRedisAfter:
+    """A runner hook that shuts Redis down after ``n`` answers (the store dies mid-run)."""
+
+    def __init__(self, url: str, n: int) -> None:
+        self.url, self.n, self.answers = url, n, 0
+
+    async def before_send(self, request: object, conn: object) -> None:
+        pass
+
+    async def after_reply(self, request: object, conn: object, reply: object) -> None:
+        import redis
+
+        self.answers += 1
+        if self.answers == self.n:
+            client = redis.Redis.from_url(self.url)
+            with contextlib.suppress(redis.ConnectionError):
+                client.shutdown(nosave=True)
+            client.close()
+
+    async def after_result(
+        self, step: object, request: object, result: object, error: object
+    ) -> None:
+        pass
+
+
+def test_a_budget_lost_mid_run_stops_the_run_instead_of_failing_or_freeing_every_row(
+    serve: ServerFactory, redis_url: str, tmp_path: Path
+) -> None:
+    from chatstep.core.runner import AsyncRunner
+    from chatstep.mapping.run import amap_step
+
+    server = serve(latency=(0.01, 0.005), rpm=6000)
+    step = ChatCompletion(model="gpt-4o-mini", prompt="x {{ inputs.id }}")
+    journal = tmp_path / "j.sqlite3"
+
+    async def go() -> None:
+        runner = AsyncRunner(hooks=[_StopRedisAfter(redis_url, 5)], history=False, cache=False)
+        run = amap_step(step, [{"id": i} for i in range(200)], runner=runner, budget=redis_url,
+                        journal=journal, concurrency=4)  # fmt: skip
+        async for _ in run:
+            pass
+
+    import asyncio
+
+    with pytest.raises(StorageError, match="does not run unlimited"):
+        asyncio.run(go())
+    sent = len(chat_bodies(server))
+    assert 5 <= sent <= 5 + 4  # what was in flight when the store died, no more
+    import sqlite3
+
+    with sqlite3.connect(journal) as db:
+        statuses = Counter(s for (s,) in db.execute("SELECT status FROM rows"))
+    assert statuses["failed"] == 0  # no row was failed for it: a rerun sends them
+
+
+def test_budget_fallback_goes_on_alone_with_a_share_of_the_limits(serve: ServerFactory) -> None:
+    server = serve()
+    url = f"redis://127.0.0.1:{_free_port()}/0"
+    step = ChatCompletion(model="gpt-4o-mini", prompt="x {{ inputs.id }}")
+    import asyncio
+
+    from chatstep.mapping.run import amap_step
+    from chatstep.mapping.shared_budget import SharedRateLimiter
+
+    async def go() -> SharedRateLimiter:
+        run = amap_step(step, [{"id": i} for i in range(6)], budget=url, budget_fallback=4,
+                        rpm=600, tpm=80_000, history=False)  # fmt: skip
+        out = [row async for row in run]
+        assert [r["error"] for r in out] == [None] * 6
+        assert isinstance(run.limiter, SharedRateLimiter)
+        return run.limiter
+
+    limiter = asyncio.run(go())
+    assert limiter.alone
+    assert (limiter.rpm, limiter.tpm) == (150, 20_000)
+    assert len(chat_bodies(server)) == 6
+    with pytest.raises(ConfigError, match="--budget-fallback"):
+        map_step(step, [{"id": 1}], budget=url, budget_fallback=0, history=False)

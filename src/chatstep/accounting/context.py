@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from chatstep.accounting.tokens import estimate_prompt_tokens
+from chatstep.accounting.tokens import chat_prompt_token_bound, estimate_prompt_tokens
 from chatstep.errors import ConfigError
 
 __all__ = [
@@ -86,19 +86,23 @@ def check_context_window(
 ) -> int:
     """Raise :class:`ConfigError` when a chat body cannot fit in ``window`` tokens.
 
-    Returns the counted prompt tokens (0 when ``window`` is None: nothing is counted). The
+    Returns the counted prompt tokens (0 when nothing was counted: ``window`` is None, or the
+    prompt's byte count, a bound of its tokens, fits already). The
     completion part is ``max_completion_tokens`` or ``max_tokens`` when set (each of ``n``
     choices gets its own window), else nothing: the prompt alone must leave room for one token.
     ``source`` says where the window came from, for the message.
     """
     if window is None:
         return 0
-    prompt = estimate_prompt_tokens(body)
     limit = body.get("max_completion_tokens")
     limit_name = "max_completion_tokens"
     if limit is None:
         limit, limit_name = body.get("max_tokens"), "max_tokens"
     completion = int(limit) if isinstance(limit, int) and not isinstance(limit, bool) else 0
+    # Most prompts fit by their byte count already: no vocabulary to load for them.
+    if chat_prompt_token_bound(body) + max(completion, 1) <= window:
+        return 0
+    prompt = estimate_prompt_tokens(body)
     if prompt + max(completion, 1) <= window:
         return prompt
     model = body.get("model")

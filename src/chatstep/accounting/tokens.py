@@ -31,6 +31,7 @@ __all__ = [
     "IMAGE_HIGH_DETAIL_TOKENS",
     "IMAGE_LOW_DETAIL_TOKENS",
     "approximate_tokens",
+    "chat_prompt_token_bound",
     "completion_budget",
     "count_tokens",
     "encoding_for_model",
@@ -259,17 +260,17 @@ def _message_tokens(message: Any, count: Callable[[str], int]) -> int:
     return total
 
 
-def _schema_tokens(body: Mapping[str, Any], encoding: str) -> int:
+def _schema_tokens(body: Mapping[str, Any], count: Callable[[str], int]) -> int:
     total = 0
     for key in ("tools", "functions"):
         schemas = body.get(key)
         if schemas:
-            total += TOOLS_OVERHEAD + _count_cached(encoding, _compact_json(schemas))
+            total += TOOLS_OVERHEAD + count(_compact_json(schemas))
     response_format = body.get("response_format")
     if isinstance(response_format, Mapping):
         schema = response_format.get("json_schema")
         if schema is not None:
-            total += _count_cached(encoding, _compact_json(schema))
+            total += count(_compact_json(schema))
         elif response_format.get("type") == "json_object":
             total += 2
     return total
@@ -312,7 +313,7 @@ def estimate_prompt_tokens(body: Mapping[str, Any], endpoint: str = "chat.comple
         messages = body.get("messages") or []
         total = sum(_message_tokens(message, count) for message in messages)
         total += TOKENS_REPLY_PRIMING
-        return total + _schema_tokens(body, encoding)
+        return total + _schema_tokens(body, lambda text: _count_cached(encoding, text))
     if endpoint in ("embeddings", "moderations"):
         return _input_tokens(body.get("input"), count)
     if endpoint == "completions":  # the prompt (or prompts), and the suffix once per prompt
@@ -324,6 +325,22 @@ def estimate_prompt_tokens(body: Mapping[str, Any], endpoint: str = "chat.comple
         f"endpoint: {endpoint!r} is not known "
         "(use 'chat.completions', 'completions', 'embeddings' or 'moderations')"
     )
+
+
+def _utf8_bytes(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def chat_prompt_token_bound(body: Mapping[str, Any]) -> int:
+    """An upper bound of :func:`estimate_prompt_tokens` for a chat body, without a vocabulary.
+
+    Every BPE token covers at least one UTF-8 byte, so counting bytes where the estimate
+    counts tokens can only count more: when this bound fits a context window, the exact count
+    does too, and no vocabulary (~70 MB for o200k) needs to load.
+    """
+    messages = body.get("messages") or []
+    total = sum(_message_tokens(message, _utf8_bytes) for message in messages)
+    return total + TOKENS_REPLY_PRIMING + _schema_tokens(body, _utf8_bytes)
 
 
 def completion_budget(

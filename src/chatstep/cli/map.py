@@ -80,6 +80,14 @@ def map_command(
             "(fails if unreachable).",
         ),
     ] = None,
+    budget_fallback: Annotated[
+        int | None,
+        typer.Option(
+            "--budget-fallback",
+            help="If the --budget store is unreachable, go on alone with 1/N of the limits "
+            "(N: the number of runs sharing it) instead of stopping.",
+        ),
+    ] = None,
     journal: Annotated[
         Path | None,
         typer.Option("--journal", help="Run journal (default: OUTPUT.journal.sqlite3)."),
@@ -139,6 +147,7 @@ def map_command(
                 rpm=rpm,
                 tpm=tpm,
                 budget=budget,
+                budget_fallback=budget_fallback,
                 journal=journal,
                 restart=restart,
                 retry_failed=retry_failed,

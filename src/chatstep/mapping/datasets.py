@@ -23,9 +23,11 @@ from __future__ import annotations
 import csv
 import importlib
 import json
-from collections.abc import Iterator
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, Protocol
 
 from chatstep.errors import BackendUnavailableError, ConfigError
 from chatstep.mapping.writers import RowWriter, csv_cell, open_writer
@@ -35,13 +37,18 @@ __all__ = [
     "MAX_CSV_FIELD_CHARS",
     "MAX_JSON_DEPTH",
     "MAX_ROW_BYTES",
+    "DatasetFile",
     "DatasetFormat",
+    "FinishedRuns",
+    "RowOrSkipped",
     "RowWriter",
     "count_rows",
     "csv_cell",
     "dataset_format",
     "open_writer",
     "read_rows",
+    "read_rows_skipping",
+    "skip_rows",
 ]
 
 DatasetFormat = Literal["jsonl", "csv", "parquet"]
@@ -99,9 +106,14 @@ def _open_binary(path: Path, option: str) -> IO[bytes]:
         raise ConfigError(option, f"{path}: cannot be read ({exc.strerror})") from None
 
 
-def _lines(handle: IO[bytes], path: Path, option: str) -> Iterator[tuple[int, str]]:
-    """(line number, text) of each line, decoded strictly; a line is at most MAX_ROW_BYTES."""
-    number = 0
+def _lines(
+    handle: IO[bytes], path: Path, option: str, *, start: int = 0
+) -> Iterator[tuple[int, str]]:
+    """(line number, text) of each line, decoded strictly; a line is at most MAX_ROW_BYTES.
+
+    ``start``: lines already read from ``handle`` (numbering goes on from there).
+    """
+    number = start
     while True:
         raw = handle.readline(MAX_ROW_BYTES + 1)
         if not raw:
@@ -203,6 +215,96 @@ def _read_jsonl(path: Path, option: str) -> Iterator[dict[str, Any]]:
                 yield _parse_json_row(line, f"{path} line {number}", option)
 
 
+# What str.strip() removes from an ASCII line: a line of only these is blank (not a row).
+_ASCII_SPACE = b" \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"
+
+
+def _read_jsonl_skipping(path: Path, option: str, skip: FinishedRuns) -> Iterator[RowOrSkipped]:
+    """:func:`_read_jsonl`, the finished rows' lines read and counted but neither decoded nor
+    parsed: a run of them comes as its length."""
+    with _open_binary(path, option) as handle:
+        index, number = 0, 0
+        while True:
+            run = skip.run_from(index)
+            if not run:
+                row = _next_jsonl_row(handle, path, option, number)
+                if row is None:
+                    return
+                number, value = row
+                index += 1
+                yield value
+                continue
+            skipped, number = _skip_jsonl_rows(handle, run, number, path, option)
+            left = run - skipped
+            if run - left:
+                yield run - left
+            if left:
+                return
+            index += run
+
+
+# Blocks of finished rows are skipped by counting line ends in C; a block holding a blank or
+# non-ASCII line goes line by line (blank lines are not rows, so they must not be counted).
+_SKIP_BLOCK = 1 << 20
+_BLANK_LINE = re.compile(rb"(?m)^[ \t\r\x0b\x0c\x1c-\x1f]*$")
+
+
+def _skip_jsonl_rows(
+    handle: IO[bytes], rows: int, number: int, path: Path, option: str
+) -> tuple[int, int]:
+    """Read past ``rows`` rows after line ``number``: (rows skipped, line number now)."""
+    skipped = 0
+    while skipped < rows:
+        start = handle.tell()
+        block = handle.read(_SKIP_BLOCK)
+        if not block:
+            break
+        end = block.rfind(b"\n")
+        if end >= 0 and block.isascii() and not _BLANK_LINE.search(block, 0, end):
+            lines = block.count(b"\n", 0, end + 1)
+            need = rows - skipped
+            if lines > need:
+                end = -1
+                for _ in range(need):
+                    end = block.index(b"\n", end + 1)
+                lines = need
+            handle.seek(start + end + 1)
+            skipped += lines
+            number += lines
+            continue
+        handle.seek(start)  # line by line, up to the end of this block at most
+        while skipped < rows and handle.tell() < start + len(block):
+            raw = handle.readline(MAX_ROW_BYTES + 1)
+            if not raw:
+                break
+            number += 1
+            if len(raw) > MAX_ROW_BYTES and not raw.endswith(b"\n"):
+                raise ConfigError(
+                    option,
+                    f"{path} line {number}: longer than {MAX_ROW_BYTES:,} bytes "
+                    "(chatstep's MAX_ROW_BYTES)",
+                    "split the row, or pass the long text as a file",
+                )
+            if raw.isascii():
+                blank = not raw.strip(_ASCII_SPACE)
+            else:  # the reading pass decodes it (and says what is wrong with it)
+                text = raw.decode("utf-8-sig" if number == 1 else "utf-8", "replace")
+                blank = not text.strip()
+            if not blank:
+                skipped += 1
+    return skipped, number
+
+
+def _next_jsonl_row(
+    handle: IO[bytes], path: Path, option: str, number: int
+) -> tuple[int, dict[str, Any]] | None:
+    """(line number, row) of the next row after line ``number``, or None at the end."""
+    for offset, line in _lines(handle, path, option, start=number):
+        if line.strip():
+            return offset, _parse_json_row(line, f"{path} line {offset}", option)
+    return None
+
+
 def _read_csv(path: Path, option: str) -> Iterator[dict[str, Any]]:
     # The limit is process-wide in Python's csv module; chatstep sets its documented bound.
     csv.field_size_limit(MAX_CSV_FIELD_CHARS)
@@ -293,6 +395,54 @@ def read_rows(
     kind = dataset_format(path, format, option=option)
     readers = {"jsonl": _read_jsonl, "csv": _read_csv, "parquet": _read_parquet}
     return readers[kind](Path(path), option)
+
+
+@dataclass(frozen=True)
+class DatasetFile:
+    """A dataset file as an iterable of rows: each iteration reads the file again."""
+
+    path: Path
+    format: str | None = None
+    option: str = "--rows"
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return read_rows(self.path, self.format, option=self.option)
+
+    def skipping(self, skip: FinishedRuns) -> Iterator[RowOrSkipped]:
+        """The rows, runs of those ``skip`` names as their lengths (:func:`read_rows_skipping`)."""
+        return read_rows_skipping(self.path, skip, self.format, option=self.option)
+
+
+class FinishedRuns(Protocol):
+    """Which rows a resumed run skips, asked about rising indexes."""
+
+    def run_from(self, index: int) -> int:
+        """How many consecutive rows from ``index`` on are skipped (0: ``index`` is not)."""
+        ...
+
+
+RowOrSkipped = dict[str, Any] | int
+"""A row, or how many finished rows were skipped in a row."""
+
+
+def read_rows_skipping(
+    path: str | Path, skip: FinishedRuns, format: str | None = None, *, option: str = "--rows"
+) -> Iterator[RowOrSkipped]:
+    """:func:`read_rows`, each run of rows ``skip`` names replaced by its length.
+
+    JSON Lines rows in ``skip`` are neither decoded nor parsed (a resumed run skips its
+    finished rows at the cost of reading their lines); other formats are read whole.
+    """
+    kind = dataset_format(path, format, option=option)
+    if kind == "jsonl":
+        return _read_jsonl_skipping(Path(path), option, skip)
+    return skip_rows(read_rows(path, kind, option=option), skip)
+
+
+def skip_rows(rows: Iterable[dict[str, Any]], skip: FinishedRuns) -> Iterator[RowOrSkipped]:
+    """``rows``, 1 in place of each row ``skip`` names."""
+    for index, row in enumerate(rows):
+        yield 1 if skip.run_from(index) else row
 
 
 def count_rows(path: str | Path, format: str | None = None) -> int:

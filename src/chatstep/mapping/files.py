@@ -21,7 +21,7 @@ from typing import Any
 from chatstep.accounting.pricing import PriceTable
 from chatstep.core.runner import AsyncRunner
 from chatstep.errors import ConfigError
-from chatstep.mapping.datasets import count_rows, dataset_format, read_rows
+from chatstep.mapping.datasets import DatasetFile, count_rows, dataset_format
 from chatstep.mapping.options import MapOptions, StepSource
 from chatstep.mapping.progress import MapProgress, MapStats
 from chatstep.mapping.run import MapRun
@@ -83,7 +83,7 @@ async def amap_file(
         total = count_rows(input, in_kind) if progress is not None else None
         run = MapRun(
             step,
-            read_rows(input, in_kind),
+            DatasetFile(Path(input), in_kind),
             opts,
             runner=runner,
             progress=progress,

@@ -31,6 +31,7 @@ from chatstep.storage.history import new_id
 from chatstep.storage.sqlite_files import open_wal, write_transaction
 
 __all__ = [
+    "FinishedRanges",
     "JournalCursor",
     "JournalEntry",
     "JournalMismatchError",
@@ -44,6 +45,10 @@ __all__ = [
 SCHEMA_VERSION = 1
 #: Rows :meth:`RunJournal.stream` reads per query.
 STREAM_CHUNK = 1000
+#: Span of indexes :meth:`RunJournal.finished_ranges` counts per query at first.
+RANGE_SPAN = 1 << 17
+#: Spans this small and partly finished are read index by index.
+_RANGE_LEAF = 512
 RowStatus = Literal["ok", "failed"]
 
 _SCHEMA = """
@@ -56,6 +61,8 @@ CREATE TABLE IF NOT EXISTS rows (
     cost REAL,
     finished REAL NOT NULL
 );
+-- Counts, sums and runs of finished rows read this small index, not the records (resuming).
+CREATE INDEX IF NOT EXISTS rows_status ON rows (status, idx, cost);
 """
 
 
@@ -126,6 +133,24 @@ class JournalCursor:
             if entry.index == index:
                 return entry
         return None
+
+
+class FinishedRanges:
+    """Runs of finished rows, asked about rising indexes: ``run_from(i)`` rows from ``i`` on.
+
+    Reads runs of consecutive indexes from the journal (no records), a span at a time, so a
+    resumed run can skip its finished rows without parsing them, in bounded memory.
+    """
+
+    def __init__(self, journal: RunJournal, *, include_failed: bool = True) -> None:
+        self._ranges = journal.finished_ranges(include_failed=include_failed)
+        self._first, self._last = next(self._ranges, (-1, -1))
+
+    def run_from(self, index: int) -> int:
+        """How many consecutive rows from ``index`` on are finished (0: ``index`` is not)."""
+        while 0 <= self._last < index:
+            self._first, self._last = next(self._ranges, (-1, -1))
+        return self._last - index + 1 if self._first <= index <= self._last else 0
 
 
 def _changed_fields(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
@@ -246,6 +271,46 @@ class RunJournal:
             if len(batch) < size:
                 return
             after = int(batch[-1][0]) + 1
+
+    def finished_ranges(self, *, include_failed: bool = True) -> Iterator[tuple[int, int]]:
+        """(first, last) index of each run of consecutive finished rows, rising.
+
+        ``include_failed`` False: ``ok`` rows only. Counting rows in halving spans on the
+        ``rows_status`` index finds the runs without reading records: a journal finished up
+        to row N costs a few counts, not a scan of N records.
+        """
+        statuses = ("ok", "failed") if include_failed else ("ok",)
+        where = f"status IN ({','.join('?' * len(statuses))}) AND idx >= ? AND idx < ?"
+        count_sql = f"SELECT count(*) FROM rows WHERE {where}"
+        index_sql = f"SELECT idx FROM rows WHERE {where} ORDER BY idx"
+
+        def spans(low: int, high: int) -> Iterator[tuple[int, int]]:
+            found = int(self._db.execute(count_sql, (*statuses, low, high)).fetchone()[0])
+            if found == high - low:
+                yield low, high - 1
+            elif found and high - low <= _RANGE_LEAF:
+                for (i,) in self._db.execute(index_sql, (*statuses, low, high)).fetchall():
+                    yield int(i), int(i)
+            elif found:
+                middle = (low + high) // 2
+                yield from spans(low, middle)
+                yield from spans(middle, high)
+
+        try:
+            top = self._db.execute("SELECT max(idx) FROM rows").fetchone()[0]
+            run: tuple[int, int] | None = None
+            for start in range(0, -1 if top is None else int(top) + 1, RANGE_SPAN):
+                for first, last in spans(start, start + RANGE_SPAN):
+                    if run is not None and first == run[1] + 1:
+                        run = (run[0], last)
+                        continue
+                    if run is not None:
+                        yield run
+                    run = (first, last)
+            if run is not None:
+                yield run
+        except sqlite3.Error as exc:
+            raise sqlite_storage_error(self.path, exc, "read the journal") from None
 
     def get(self, index: int) -> JournalRow | None:
         """The finished row at ``index``, or None."""

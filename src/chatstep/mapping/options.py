@@ -55,6 +55,9 @@ class MapOptions:
     learn_limits: bool = True
     budget: str | None = None
     """A rate budget shared with other processes: ``redis://host:port/db``; None: this run's own."""
+    budget_fallback: int | None = None
+    """When the shared budget cannot be reached: None, stop (fail closed); N, go on alone with
+    1/N of the rate limits (configured, or learned from headers), N being the pool's size."""
     journal: str | Path | RunJournal | None = None
     """Where finished rows are recorded (resume after a crash); None: not recorded."""
     restart: bool = False
@@ -86,6 +89,11 @@ class MapOptions:
         if self.max_cost is not None and self.max_cost < 0:
             raise ConfigError("--max-cost", f"must not be negative, got {self.max_cost}")
         self.window = max(self.window, self.concurrency)
+        if self.budget_fallback is not None and self.budget_fallback < 1:
+            raise ConfigError(
+                "--budget-fallback",
+                f"must be at least 1 (the pool's size), got {self.budget_fallback}",
+            )
         if self.budget is not None and not self.budget.startswith(
             ("redis://", "rediss://", "unix://")
         ):

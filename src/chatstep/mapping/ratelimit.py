@@ -101,6 +101,8 @@ class _Bucket:
     learned: bool
     window: float = _WINDOW
     """Seconds in which the bucket refills from empty: a minute, unless the server shows more."""
+    follows: bool | None = None
+    """Whether answers may raise the level too (None: when ``learned``)."""
 
     @property
     def rate(self) -> float:
@@ -191,8 +193,17 @@ class RateLimiter:
         self._sleep = sleep or asyncio.sleep
         self._estimate = estimate or _estimate_tokens
         now = clock()
-        self._requests = _Bucket(rpm, rpm, now, False) if rpm else None
-        self._tokens = _Bucket(tpm, tpm, now, False) if tpm else None
+        # A configured limit is two buckets: one that follows the server's count both ways
+        # (as a learned one does: only lowering it drifts low, as answers come out of order),
+        # and the caller's own cap, which answers never touch (to stay below the server).
+        self._requests = _Bucket(rpm, rpm, now, False, follows=learn) if rpm else None
+        self._tokens = _Bucket(tpm, tpm, now, False, follows=learn) if tpm else None
+        self._caps = [
+            (kind, _Bucket(limit, limit, now, False))
+            for kind, limit in (("requests", rpm), ("tokens", tpm))
+            if limit
+        ]
+        self._caps_synced: set[str] = set()
         self.learn = learn
         self.default_pause = default_pause
         self.stats = LimiterStats()
@@ -215,6 +226,8 @@ class RateLimiter:
         self._clean_after = 0.0
         # A pool sharing one budget sees other processes' charges in ``remaining``: no ratio.
         self._learn_factor = True
+        # The part of a limit learned from headers this limiter may use (1/N of a pool's).
+        self._share = 1.0
 
     # -- the budget ------------------------------------------------------------------------
 
@@ -254,21 +267,25 @@ class RateLimiter:
             while True:
                 now = self._clock()
                 wait = self._pause_until - now
-                for bucket, amount in ((self._requests, 1.0), (self._tokens, cost)):
+                for bucket, amount in self._charges(cost):
                     if bucket is not None:
                         bucket.refill(now)
                         wait = max(wait, bucket.wait(amount))
                 if wait < _MIN_WAIT:
                     break
                 await self._sleep(wait)
-            if self._requests is not None:
-                self._requests.level -= 1.0
-            if self._tokens is not None:
-                self._tokens.level -= cost
+            for bucket, amount in self._charges(cost):
+                if bucket is not None:
+                    bucket.level -= amount
             self._record_sent(request, raw, cost, now)
         self.stats.requests += 1
         self.stats.tokens += int(cost)
         self.stats.waited_seconds += max(0.0, now - started)
+
+    def _charges(self, cost: float) -> list[tuple[_Bucket | None, float]]:
+        """Each bucket a request draws from, with what it takes from it."""
+        caps = [(cap, 1.0 if kind == "requests" else cost) for kind, cap in self._caps]
+        return [(self._requests, 1.0), (self._tokens, cost), *caps]
 
     def _record_sent(self, request: Request, raw: float, cost: float, now: float) -> None:
         """Count a request let through (``raw`` tokens estimated, ``cost`` budgeted)."""
@@ -340,8 +357,10 @@ class RateLimiter:
         bucket = self._requests if kind == "requests" else self._tokens
         if limit is not None and limit > 0 and self.learn:
             if bucket is None:
-                level = remaining if remaining is not None else limit
-                bucket = _Bucket(limit, level, now, True)
+                limit *= self._share
+                level = min(limit, remaining if remaining is not None else limit)
+                # A share of a pool's limit is kept like a configured one: only lowered.
+                bucket = _Bucket(limit, level, now, self._share == 1.0)
                 if kind == "requests":
                     self._requests = bucket
                 else:
@@ -377,7 +396,15 @@ class RateLimiter:
         # counted there yet.
         earlier = [other for other in self._sent.values() if other.at < sent.at]
         lowered = min(bucket.level, server_now)
-        if bucket.learned:
+        if kind not in self._caps_synced:
+            # The caller's cap starts at what the first answer shows is left, not full: a key
+            # already in use (other processes on a fixed split) leaves no minute's burst.
+            self._caps_synced.add(kind)
+            for cap_kind, cap in self._caps:
+                if cap_kind == kind:
+                    cap.refill(now)
+                    cap.level = min(cap.level, server_now)
+        if bucket.learned if bucket.follows is None else bucket.follows:
             unseen = sum(1.0 if kind == "requests" else o.tokens for o in earlier)
             bucket.level = max(lowered, server_now - unseen)
         else:

@@ -12,8 +12,17 @@ Each row becomes the step's ``inputs``. Rows finish out of order and are handed 
 order; a row is admitted only while it is fewer than ``window`` rows ahead of the next row to
 hand out, so memory stays bounded however large the dataset. Every finished row is committed
 to the :class:`RunJournal` at once, so a crashed run resumes without sending a
-finished row again. A row that fails for good keeps its error (in the output and the journal);
-errors that would fail every row (a bad key, an unknown model, no quota) stop the run instead.
+finished row again.
+
+Resuming costs what is left to do, not what is done: when the rows can be read twice (a
+dataset file, a list), the producer skips the journal's finished rows by index without
+parsing or rendering them and sends the first unfinished row at once, while the hand-out reads
+the input a second time beside the journal (both in index order) to write the finished rows'
+records. A finished row whose input changed is then found by the hand-out (a
+:class:`JournalMismatchError`), after at most ``window`` unfinished rows were sent.
+
+A row that fails for good keeps its error (in the output and the journal); errors that would
+fail every row (a bad key, an unknown model, no quota) stop the run instead.
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ import contextlib
 import json
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from chatstep.accounting.budget import CostBudget, worst_case_cost
@@ -35,11 +45,13 @@ from chatstep.errors import (
     ConfigError,
     NotFoundError,
     PermissionDeniedError,
+    StorageError,
 )
 from chatstep.mapping.columns import OutputShape, error_record, result_record
+from chatstep.mapping.datasets import DatasetFile
 from chatstep.mapping.journal import (
+    FinishedRanges,
     JournalCursor,
-    JournalMismatchError,
     RowStatus,
     RunJournal,
     row_hash,
@@ -54,6 +66,7 @@ from chatstep.mapping.options import (
 )
 from chatstep.mapping.progress import MapProgress, MapStats
 from chatstep.mapping.ratelimit import RateLimiter, observe_failures
+from chatstep.mapping.resume import JournaledRows, input_changed, read_again, resumed_rows
 from chatstep.mapping.shared_budget import RedisBudget, SharedRateLimiter
 from chatstep.steps.definitions import Step
 
@@ -66,6 +79,8 @@ if TYPE_CHECKING:
 __all__ = ["MapOptions", "MapRun", "MapStats", "MappedRows", "amap_step", "map_step"]
 
 _PROGRESS_TICK = 0.25
+# Journal rows handed out between two turns of the event loop (so that sending goes on).
+_HAND_OUT_TURN = 256
 
 
 @dataclass
@@ -124,7 +139,7 @@ class MapRun:
         self.step = as_step(step)
         if self.options.cache is False and self.step.cache:
             self.step = self.step.model_copy(update={"cache": False})
-        self.rows = rows
+        self.rows: RowSource = DatasetFile(Path(rows)) if isinstance(rows, str | Path) else rows
         self.shape = OutputShape(
             self.step,
             self.options.select,
@@ -142,6 +157,10 @@ class MapRun:
         self._failure: BaseException | None = None
         self._produced: int | None = None
         self._own_journal: RunJournal | None = None
+        # Resuming from rows read twice: indexes the producer has decided on, and those of
+        # them it admitted (not yet handed out: at most ``window``); the rest are journal rows.
+        self._scanned = 0
+        self._admitted: set[int] = set()
 
     def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
         return self._iterate()
@@ -196,7 +215,7 @@ class MapRun:
         tasks: list[asyncio.Task[None]] = []
         try:
             if isinstance(self.limiter, SharedRateLimiter):
-                await self.limiter.budget.check()  # fail closed before anything is sent
+                await self.limiter.check()  # fail closed before anything is sent
             retrieve = getattr(self.step, "retrieve", None)
             if retrieve is not None:  # a missing or empty index fails the run, not every row
                 runner.indexes.get(retrieve.index, "retrieve.index")
@@ -207,13 +226,14 @@ class MapRun:
             queue: asyncio.Queue[_Job | None] = asyncio.Queue(maxsize=self.options.concurrency)
             window = asyncio.Semaphore(self.options.window)
             ctx = _RunContext(runner, journal, budget, JournalCursor(journal))
+            journaled = self._resume_from(ctx)
             tasks.append(asyncio.ensure_future(self._guard(self._produce(ctx, queue, window))))
             for _ in range(self.options.concurrency):
                 tasks.append(asyncio.ensure_future(self._guard(self._work(ctx, queue))))
             if self._progress is not None:
                 self._progress.start(self.stats)
                 tasks.append(asyncio.ensure_future(self._tick()))
-            async for row in self._hand_out(window):
+            async for row in self._hand_out(window, journaled):
                 yield row
             if self._failure is not None:
                 raise self._failure
@@ -233,6 +253,17 @@ class MapRun:
                     await self.limiter.aclose()
             finally:
                 self.close()
+
+    def _resume_from(self, ctx: _RunContext) -> JournaledRows | None:
+        """Skip the journal's finished rows unread, if the rows can be read twice."""
+        journal = ctx.journal
+        again = read_again(self.rows) if journal is not None and self.stats.journaled else None
+        if journal is None or again is None:
+            return None
+        ctx.skip = FinishedRanges(journal, include_failed=not self.options.retry_failed)
+        # Every row the producer admits now is new, or a failed one to send again.
+        ctx.finished = JournalCursor(None)
+        return JournaledRows(again, JournalCursor(journal))
 
     def _sync_limiter_stats(self) -> None:
         self.stats.requests = self.limiter.stats.requests
@@ -256,7 +287,9 @@ class MapRun:
             if self._progress is not None:
                 self._progress.refresh(self.stats)
 
-    async def _hand_out(self, window: asyncio.Semaphore) -> AsyncIterator[dict[str, Any]]:
+    async def _hand_out(
+        self, window: asyncio.Semaphore, journaled: JournaledRows | None
+    ) -> AsyncIterator[dict[str, Any]]:
         """Output rows in input order, as soon as each one's turn comes."""
         index = 0
         while True:
@@ -264,11 +297,18 @@ class MapRun:
             if slot is None:
                 if self._failure is not None:
                     return
+                if journaled is not None and index < self._scanned and index not in self._admitted:
+                    yield self._journal_row(journaled, index)
+                    index += 1
+                    if index % _HAND_OUT_TURN == 0:
+                        await asyncio.sleep(0)
+                    continue
                 if self._produced is not None and index >= self._produced:
                     return
                 self._changed.clear()
                 await self._changed.wait()
                 continue
+            self._admitted.discard(index)
             if slot.stop:
                 return
             record = slot.record
@@ -278,6 +318,18 @@ class MapRun:
             index += 1
             window.release()
 
+    def _journal_row(self, journaled: JournaledRows, index: int) -> dict[str, Any]:
+        """The output row of a row the producer skipped as finished (checked against input)."""
+        row, entry = journaled.at(index)
+        if entry.input_hash != row_hash(row):
+            raise input_changed(index)
+        self.stats.from_journal += 1
+        if entry.status == "ok":
+            self.stats.done += 1
+        else:
+            self.stats.failed += 1
+        return self.shape.row(row, entry.record())
+
     def _put(self, index: int, slot: _Slot) -> None:
         self._ready[index] = slot
         self._changed.set()
@@ -286,9 +338,20 @@ class MapRun:
         self, ctx: _RunContext, queue: asyncio.Queue[_Job | None], window: asyncio.Semaphore
     ) -> None:
         index = -1
+        rows = (
+            resumed_rows(self.rows, ctx.skip) if ctx.skip is not None else iterate_rows(self.rows)
+        )
         try:
-            async for row in iterate_rows(self.rows):
+            async for row in rows:
+                if isinstance(row, int):  # finished: the hand-out takes them from the journal
+                    index += row
+                    self._scanned = index + 1
+                    continue
                 index += 1
+                if ctx.skip is not None:
+                    self._admitted.add(index)
+                    self._scanned = index + 1
+                    self._changed.set()
                 await window.acquire()
                 if ctx.abort is not None:
                     self._put(index, _Slot(row, stop=True))
@@ -321,12 +384,7 @@ class MapRun:
         if earlier is not None:
             status = earlier.status
             if earlier.input_hash != input_hash:
-                raise JournalMismatchError(
-                    "--rows",
-                    f"row {index} differs from the row the journal recorded: the input "
-                    "changed since the journal was started",
-                    "re-run with --restart, or give this run another --journal or --output",
-                )
+                raise input_changed(index)
             if status == "ok" or not self.options.retry_failed:
                 self.stats.from_journal += 1
                 if status == "ok":
@@ -372,6 +430,12 @@ class MapRun:
                 # A Runner given with its own max_cost refused the row: stop as --max-cost does.
                 error = ctx.abort = exc
                 self.stats.stop_reason = self.stats.stop_reason or str(exc)
+            except StorageError as exc:
+                # A store every row needs (the shared rate budget, the cache) is down: stop
+                # rather than fail (or send unlimited) every other row.
+                error = ctx.abort = exc
+                if self._failure is None:
+                    self._failure = exc
             except ChatstepError as exc:
                 error = exc
             if ctx.abort is error and error is not None:
@@ -422,7 +486,9 @@ def _make_limiter(options: MapOptions) -> RateLimiter:
     rpm, tpm, learn = options.rpm, options.tpm, options.learn_limits
     if options.budget is None:
         return RateLimiter(rpm=rpm, tpm=tpm, learn=learn)
-    return SharedRateLimiter(RedisBudget(options.budget), rpm=rpm, tpm=tpm, learn=learn)
+    return SharedRateLimiter(
+        RedisBudget(options.budget), fallback=options.budget_fallback, rpm=rpm, tpm=tpm, learn=learn
+    )
 
 
 @dataclass
@@ -432,7 +498,9 @@ class _RunContext:
     budget: CostBudget
     finished: JournalCursor
     """The journal's finished rows, read in input order beside the input."""
-    abort: APIError | BudgetExceededError | None = None
+    abort: APIError | BudgetExceededError | StorageError | None = None
+    skip: FinishedRanges | None = None
+    """Resuming from rows read twice: the rows the producer skips (the journal has them)."""
 
 
 def amap_step(

@@ -20,7 +20,10 @@ tokens cannot be taken atomically together, and no pause or header-lowering. The
 is the existing limiter's arithmetic, ~40 lines of Lua.
 
 An unreachable Redis fails closed: :class:`~chatstep.errors.StorageError` naming the URL
-(without its password), never an unlimited run.
+(without its password), which stops the run, never an unlimited run. With ``fallback=N`` (the
+pool's size; ``--budget-fallback N``) a process goes on alone instead, with 1/N of the limits
+(configured, or learned from headers, which then only lower them), starting from an empty
+bucket.
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ local function store(kind, b)
              kind .. ':at', tostring(now))
 end
 local wait = 0
+local totals = {r = -1, t = -1}
 if op == 'acquire' then
   local costs = {r = 1, t = tonumber(ARGV[4])}
   local configured = {r = tonumber(ARGV[2]), t = tonumber(ARGV[3])}
@@ -74,11 +78,16 @@ if op == 'acquire' then
       b[2] = b[2] - costs[kind]
       if b[2] < 0 then wait = math.max(wait, -b[2] * 60 / b[1]) end
       store(kind, b)
+      -- Everything reserved so far, this request included: its answer's headers show the
+      -- server's count before whatever the pool reserved after it.
+      totals[kind] = tonumber(redis.call('HINCRBYFLOAT', key, kind .. ':total', costs[kind]))
     end
   end
 elseif op == 'observe' then
   local headers = {r = {tonumber(ARGV[2]), tonumber(ARGV[3])},
                    t = {tonumber(ARGV[4]), tonumber(ARGV[5])}}
+  local age = tonumber(ARGV[6])
+  local reserved = {r = tonumber(ARGV[7]), t = tonumber(ARGV[8])}
   for _, kind in ipairs({'r', 't'}) do
     local limit, remaining = headers[kind][1], headers[kind][2]
     local stored = tonumber(redis.call('HGET', key, kind .. ':limit') or '0')
@@ -87,7 +96,16 @@ elseif op == 'observe' then
     end
     local b = load(kind, 0)
     if b then
-      if remaining >= 0 and remaining < b[2] then b[2] = remaining end
+      -- remaining was counted when the server admitted the request, age seconds ago at most:
+      -- the server has refilled since (without it, every answer would lower the level a
+      -- little too far, and the pool would drift below the ceiling).
+      -- and the pool reserved more since: that is not in remaining yet.
+      local server = remaining
+      if reserved[kind] >= 0 then
+        local total = tonumber(redis.call('HGET', key, kind .. ':total') or '0')
+        server = remaining + age * b[1] / 60 - math.max(0, total - reserved[kind])
+      end
+      if remaining >= 0 and server < b[2] then b[2] = server end
       store(kind, b)
     end
   end
@@ -100,7 +118,7 @@ elseif op == 'pause' then
   end
 end
 redis.call('PEXPIRE', key, ARGV[#ARGV])
-return tostring(wait)
+return tostring(wait) .. ' ' .. tostring(totals.r) .. ' ' .. tostring(totals.t)
 """
 
 
@@ -154,14 +172,17 @@ class RedisBudget:
             "when its shared budget is down",
         )
 
-    async def _run(self, scope: str, *args: object) -> float:
+    async def _run(self, scope: str, *args: object) -> tuple[float, float, float]:
+        """The script's answer: seconds to wait, and the pool's reserved totals (or -1)."""
         import redis
 
         try:
             answer = await self._script(keys=[_KEY_PREFIX + scope], args=[*args, _TTL_MS])
         except (redis.RedisError, OSError) as exc:
             raise self._unreachable(exc) from None
-        return float(answer.decode() if isinstance(answer, bytes) else answer)
+        text = answer.decode() if isinstance(answer, bytes) else str(answer)
+        wait, requests, tokens = (float(part) for part in text.split())
+        return wait, requests, tokens
 
     async def check(self) -> None:
         """Raise :class:`StorageError` unless Redis answers."""
@@ -174,12 +195,28 @@ class RedisBudget:
 
     async def acquire(
         self, scope: str, tokens: float, *, rpm: float | None, tpm: float | None
-    ) -> float:
-        """Reserve one request and ``tokens`` now; the seconds to wait before sending."""
-        return await self._run(scope, "acquire", rpm or 0, tpm or 0, tokens)
+    ) -> tuple[float, tuple[float, float]]:
+        """Reserve one request and ``tokens`` now.
 
-    async def observe(self, scope: str, headers: Mapping[str, str]) -> None:
-        """Learn unknown limits from ``x-ratelimit-*`` headers; lower (only) the levels."""
+        Returns the seconds to wait before sending, and the pool's reserved totals (requests,
+        tokens; -1 while a limit is unknown) to give back to :meth:`observe` with its answer.
+        """
+        wait, requests, tokens = await self._run(scope, "acquire", rpm or 0, tpm or 0, tokens)
+        return wait, (requests, tokens)
+
+    async def observe(
+        self,
+        scope: str,
+        headers: Mapping[str, str],
+        age: float = 0.0,
+        reserved: tuple[float, float] = (-1.0, -1.0),
+    ) -> None:
+        """Learn unknown limits from ``x-ratelimit-*`` headers; lower (only) the levels.
+
+        ``age``: seconds since the answered request was let through, ``reserved``: the totals
+        its :meth:`acquire` returned. The server's level now is ``remaining``, plus its refill
+        since, minus what the pool reserved since; without ``reserved``, just ``remaining``.
+        """
         lower = {k.lower(): v for k, v in headers.items()}
         values = [
             _number(lower, f"x-ratelimit-{part}-{kind}")
@@ -187,11 +224,11 @@ class RedisBudget:
             for part in ("limit", "remaining")
         ]
         if any(v >= 0 for v in values):
-            await self._run(scope, "observe", *values)
+            await self._run(scope, "observe", *values, max(0.0, age), *reserved)
 
     async def pause(self, scope: str, seconds: float) -> None:
         """Pause the whole pool for ``seconds`` (after a 429) and empty its buckets."""
-        await self._run(scope, "pause", seconds)
+        await self._run(scope, "pause", seconds)  # ARGV[2] only
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -204,16 +241,46 @@ class SharedRateLimiter(RateLimiter):
     token charge ratio; the waiting is decided by the shared buckets.
     """
 
-    def __init__(self, budget: RedisBudget, **options: Any) -> None:
+    def __init__(self, budget: RedisBudget, *, fallback: int | None = None, **options: Any) -> None:
         super().__init__(**options)
         self.budget = budget
+        self.fallback = fallback
+        """Pool size: when Redis cannot be reached, go on alone with 1/N of the limits."""
+        self.alone = False
+        """Whether this process lost the shared budget and runs on its share alone."""
         self._configured = (self.rpm, self.tpm)
         self._scope: str | None = None
         self._pending: set[asyncio.Task[None]] = set()
+        self._reserved: dict[int, tuple[float, float]] = {}
         # Other processes' requests show in the headers' remaining counts: no ratio from them.
         self._learn_factor = False
 
+    async def check(self) -> None:
+        """Before the run: fail closed if Redis does not answer (or go alone, by option)."""
+        try:
+            await self.budget.check()
+        except StorageError:
+            if self.fallback is None:
+                raise
+            self._go_alone()
+
+    def _go_alone(self) -> None:
+        """Use 1/N of the limits known (configured or learned), from empty buckets."""
+        assert self.fallback is not None
+        self.alone = True
+        self._share = 1.0 / self.fallback
+        now = self._clock()
+        for name in ("_requests", "_tokens"):
+            bucket = getattr(self, name)
+            if bucket is not None:
+                bucket.refill(now)
+                limit = bucket.limit * self._share
+                setattr(self, name, type(bucket)(limit, min(0.0, bucket.level), now, False))
+
     async def before_send(self, request: Request, conn: Connection) -> None:
+        if self.alone:
+            await self.acquire(request)
+            return
         scope = budget_scope(conn, str(request.body.get("model", "")))
         self._scope = scope
         started = self._clock()
@@ -222,28 +289,47 @@ class SharedRateLimiter(RateLimiter):
             raw = float(self._estimate(request))
             cost = raw * self._factor
             self._record_sent(request, raw, cost, self._clock())
-        wait = await self.budget.acquire(
-            scope, cost, rpm=self._configured[0], tpm=self._configured[1]
-        )
+        try:
+            wait, reserved = await self.budget.acquire(
+                scope, cost, rpm=self._configured[0], tpm=self._configured[1]
+            )
+        except StorageError:
+            if self.fallback is None:
+                raise
+            if not self.alone:
+                self._go_alone()
+            self._sent.pop(id(request), None)
+            await self.acquire(request)
+            return
         if wait > 0:
             await self._sleep(wait)
+        sent = self._sent.get(id(request))
+        if sent is not None:
+            sent.at = self._clock()  # when it really goes (the age of its answer's headers)
+            self._reserved[id(request)] = reserved
         self.stats.requests += 1
         self.stats.tokens += int(cost)
         self.stats.waited_seconds += max(0.0, self._clock() - started)
 
     async def after_reply(self, request: Request, conn: Connection, reply: Any) -> None:
+        sent = self._sent.get(id(request))
+        age = self._clock() - sent.at if sent is not None else 0.0
+        reserved = self._reserved.pop(id(request), (-1.0, -1.0))
         self.observe_headers(reply.headers, request)
-        if reply.headers:
-            await self.budget.observe(
-                budget_scope(conn, str(request.body.get("model", ""))), reply.headers
-            )
+        if reply.headers and not self.alone:
+            scope = budget_scope(conn, str(request.body.get("model", "")))
+            await self.budget.observe(scope, reply.headers, age, reserved)
+
+    def forget(self, request: Request) -> None:
+        self._reserved.pop(id(request), None)
+        super().forget(request)
 
     def observe_failure(self, error: APIError) -> None:
         """As :meth:`RateLimiter.observe_failure`, and a 429 pauses the whole pool."""
         rate_limited = self.stats.rate_limited
         super().observe_failure(error)
         scope = self._scope
-        if scope is None:
+        if scope is None or self.alone:
             return
         pause: float | None = None
         if self.stats.rate_limited > rate_limited:
