@@ -51,12 +51,20 @@ def test_sync_and_async_twins_are_both_exported() -> None:
     # The naming rule: sync `x`, async `ax`. load_* and list_batches do no network I/O, and
     # astream_step's sync form is run_step(on_delta=...), so they have no twin.
     # estimate_cost sends nothing (it renders and counts locally), so it has no async form.
+    # steps_app builds an ASGI app (its requests are async already).
     public = {
         n: getattr(chatstep, n)
         for n in chatstep.__all__
         if inspect.isfunction(getattr(chatstep, n))
     }
-    no_twin = {"list_batches", "load_flow", "load_step", "astream_step", "estimate_cost"}
+    no_twin = {
+        "list_batches",
+        "load_flow",
+        "load_step",
+        "astream_step",
+        "estimate_cost",
+        "steps_app",
+    }
     for name, value in public.items():
         if name in no_twin:
             continue

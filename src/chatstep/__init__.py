@@ -113,6 +113,9 @@ if TYPE_CHECKING:
     from chatstep.secrets import (
         SecretStore,
     )
+    from chatstep.serving_steps import (
+        steps_app,
+    )
     from chatstep.steps.definitions import (
         ChatCompletion,
         Embedding,
@@ -213,6 +216,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "map_step",
     ),
     "chatstep.secrets": ("SecretStore",),
+    "chatstep.serving_steps": ("steps_app",),
     "chatstep.steps.definitions": (
         "ChatCompletion",
         "Embedding",
@@ -310,6 +314,7 @@ __all__ = [
     "poll_batch",
     "run_flow",
     "run_step",
+    "steps_app",
     "submit_batch",
 ]
 
