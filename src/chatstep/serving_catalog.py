@@ -148,7 +148,8 @@ def load_step_directory(directory: str | Path) -> list[ServedStep]:
                 )
             served.append(ServedStep.of(step_id, step, path))
         except ConfigError as exc:
-            problems.append(f"{path}:{_error_line(path, exc)}: {exc}")
+            one_line = " ".join(str(exc).split())  # a YAML error spans lines; one per file
+            problems.append(f"{path}:{_error_line(path, exc)}: {one_line}")
     if problems:
         count = f"{len(problems)} step file{'s' if len(problems) > 1 else ''}"
         raise ConfigError("--steps", f"{count} cannot be served:\n" + "\n".join(problems))
