@@ -20,18 +20,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from chatstep.core.result import AnyResult, StepResult
 from chatstep.core.streaming import Delta
-from chatstep.errors import ConfigError, OutputError, redact
+from chatstep.errors import ConfigError
 from chatstep.serving_catalog import ServedStep, load_step_directory, served_steps
 from chatstep.serving_errors import RequestProblem, error_response_parts, render_problem
 from chatstep.serving_openapi import openapi_document, step_summary
+from chatstep.serving_wire import delta_events, read_inputs, result_json, sse, stream_flag
 from chatstep.steps.loading import load_step
 
 if TYPE_CHECKING:
@@ -40,6 +39,7 @@ if TYPE_CHECKING:
     from starlette.responses import Response
 
     from chatstep.core.connection import Connection
+    from chatstep.core.result import AnyResult
     from chatstep.core.retry import RetryPolicy
     from chatstep.core.runner import AsyncRunner
     from chatstep.secrets import SecretStore
@@ -52,8 +52,6 @@ DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 DEFAULT_MAX_QUEUE = 256
 """Requests that may wait for a free slot beyond ``concurrency`` (more: 503)."""
 _STREAM_BUFFER = 256  # events buffered ahead of a slow client before the model waits
-_TRUE = frozenset({"", "1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off"})
 _logger = logging.getLogger("chatstep.serving")
 
 
@@ -154,131 +152,6 @@ class StepService:
             return self.runner.prepare(served.step, inputs, stream=stream or None)
         except ConfigError as exc:
             raise render_problem(exc, served) from None
-
-
-def result_json(served: ServedStep, result: AnyResult, conn: Connection) -> dict[str, Any]:
-    """The JSON body of a step result: ``to_dict()`` plus tool calls and who answered."""
-    out = result.to_dict()
-    out["step_id"] = served.id
-    if isinstance(result, StepResult):
-        try:
-            out["tool_calls"] = [
-                {"id": call.id, "name": call.name, "arguments": call.arguments.to_json()}
-                if hasattr(call.arguments, "to_json")
-                else {"id": call.id, "name": call.name, "arguments": call.arguments}
-                for call in result.tool_calls
-            ]
-        except OutputError:
-            out["tool_calls"] = []  # arguments that do not parse stay in response
-        out.setdefault("content", result.content)
-    if out.get("answered_by") is None:
-        base_url = conn.base_url or ("local" if conn.backend == "local" else None)
-        out["answered_by"] = {
-            "candidate": "step",
-            "model": result.response.get("model") or result.request.model,
-            "base_url": redact(base_url) if base_url else None,
-        }
-        out.setdefault("fallback_errors", [])
-    return out
-
-
-def _sse(event: str, data: Any) -> bytes:
-    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str)
-    return f"event: {event}\ndata: {text}\n\n".encode()
-
-
-def _delta_events(delta: Delta) -> list[bytes]:
-    events: list[bytes] = []
-    text = {
-        key: value
-        for key, value in (
-            ("content", delta.content),
-            ("refusal", delta.refusal),
-            ("finish_reason", delta.finish_reason),
-        )
-        if value  # the first chunk's empty content says nothing
-    }
-    if text:
-        events.append(_sse("delta", {"choice": delta.choice, **text}))
-    if delta.tool_calls:
-        events.append(_sse("tool_call", {"choice": delta.choice, "tool_calls": delta.tool_calls}))
-    if delta.function_call:
-        events.append(
-            _sse("tool_call", {"choice": delta.choice, "function_call": delta.function_call})
-        )
-    return events
-
-
-async def _read_inputs(request: Request, served: ServedStep, limit: int) -> dict[str, Any]:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _too_large(limit)
-    raw = bytearray()
-    async for piece in request.stream():
-        raw += piece
-        if len(raw) > limit:
-            raise _too_large(limit)
-    if not raw.strip():
-        body: Any = {}
-    else:
-        try:
-            body = json.loads(raw)
-        except ValueError:
-            body = None
-    if not isinstance(body, dict):
-        raise RequestProblem(
-            400,
-            "the request body is not a JSON object; send the step's inputs as one, e.g. "
-            + json.dumps(dict.fromkeys(sorted(served.inputs), "...")),
-            code="invalid_body",
-        )
-    problems: list[RequestProblem] = []
-    reads = ", ".join(sorted(served.inputs)) or "no inputs"
-    for name in sorted(set(body) - served.inputs):
-        problems.append(
-            RequestProblem(
-                422,
-                f"inputs.{name}: step {served.id!r} does not read this input (it reads: {reads})",
-                param=name,
-                code="unknown_input",
-            )
-        )
-    for name in sorted(served.required_inputs - set(body)):
-        problems.append(
-            RequestProblem(
-                422,
-                f"inputs.{name}: is required by step {served.id!r} "
-                f"(read by its {', '.join(served.readers.get(name, ()))})",
-                param=name,
-                code="missing_input",
-            )
-        )
-    if problems:
-        raise RequestProblem.combine(problems)
-    return body
-
-
-def _too_large(limit: int) -> RequestProblem:
-    return RequestProblem(
-        413,
-        f"the request body is larger than {limit:,} bytes (send less, or start the server "
-        "with a larger --max-body)",
-        code="body_too_large",
-    )
-
-
-def _stream_flag(request: Request) -> bool:
-    raw = request.query_params.get("stream")
-    if raw is None:
-        return False
-    value = raw.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise RequestProblem(
-        400, f"stream: {raw[:40]!r} is not true or false", param="stream", code="invalid_query"
-    )
 
 
 def _steps_from(
@@ -401,24 +274,32 @@ class _Endpoints:
                 )
             )
         try:
-            stream = _stream_flag(request) and served.streams
-            inputs = await _read_inputs(request, served, service.max_body_bytes)
+            stream = stream_flag(request) and served.streams
+            inputs = await read_inputs(request, served, service.max_body_bytes)
             service.admit()
         except Exception as exc:
             return self.failure(exc)
         if stream:
-            return await self.run_streaming(served, inputs)
-        try:
+            return await self.run_streaming(request, served, inputs)
+
+        async def work() -> tuple[AnyResult, Connection]:
             async with service.slot():
                 rendered, prepared, conn = service.prepare(served, inputs, stream=False)
-                result = await service.runner.execute(rendered, prepared, conn)
+                return await service.runner.execute(rendered, prepared, conn), conn
+
+        task = asyncio.ensure_future(work())
+        task.add_done_callback(lambda _: service.release())  # also when cancelled unstarted
+        if not await _unless_disconnected(request, task):
+            return _hung_up_response()
+        try:
+            result, conn = task.result()
         except Exception as exc:
             return self.failure(exc)
-        finally:
-            service.release()
         return JSONResponse(result_json(served, result, conn))
 
-    async def run_streaming(self, served: ServedStep, inputs: dict[str, Any]) -> Response:
+    async def run_streaming(
+        self, request: Request, served: ServedStep, inputs: dict[str, Any]
+    ) -> Response:
         from starlette.background import BackgroundTask
         from starlette.responses import StreamingResponse
 
@@ -438,11 +319,14 @@ class _Endpoints:
                 await events.put(("result", result_json(served, result, conn)))
             except Exception as exc:
                 await events.put(("error", exc))
-            finally:
-                service.release()
 
         task = asyncio.ensure_future(work())
-        kind, first = await events.get()
+        task.add_done_callback(lambda _: service.release())
+        first_event = asyncio.ensure_future(events.get())
+        if not await _unless_disconnected(request, first_event):
+            await _cancel(task)
+            return _hung_up_response()
+        kind, first = first_event.result()
         if kind == "error":  # nothing sent yet: the error gets its own status
             return self.failure(first)
 
@@ -451,27 +335,23 @@ class _Endpoints:
             while True:
                 what, value = item
                 if what == "delta":
-                    for frame in _delta_events(value):
+                    for frame in delta_events(value):
                         yield frame
                 elif what == "result":
-                    yield _sse("result", value)
+                    yield sse("result", value)
                     return
                 else:
                     status, body, _ = error_response_parts(value, service.limiter)
-                    yield _sse("error", {**body, "status": status})
+                    yield sse("error", {**body, "status": status})
                     return
                 item = await events.get()
-
-        async def stop() -> None:
-            task.cancel()  # a client that hung up stops the generation
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
         return StreamingResponse(
             frames(),
             media_type="text/event-stream",
             headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
-            background=BackgroundTask(stop),
+            # Runs after the response, finished or not: a client that hung up stops the model.
+            background=BackgroundTask(_cancel, task),
         )
 
     async def not_found(self, request: Request, exc: Exception) -> Response:
@@ -485,3 +365,38 @@ class _Endpoints:
             else str(getattr(exc, "detail", "request failed"))
         )
         return self.failure(RequestProblem(status, message))
+
+
+def _hung_up_response() -> Response:
+    from starlette.responses import Response
+
+    return Response(status_code=499)  # nginx's "client closed request"; nobody reads it
+
+
+async def _cancel(task: asyncio.Future[Any]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _unless_disconnected(request: Request, work: asyncio.Future[Any]) -> bool:
+    """Wait for ``work``; False (and ``work`` cancelled) if the client hangs up first.
+
+    The body is read already, so the next ASGI message is the client's disconnect: a request
+    whose client is gone gives its slot back and stops its upstream call.
+    """
+
+    async def hung_up() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(hung_up())
+    try:
+        await asyncio.wait({work, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not watcher.done():
+            await _cancel(watcher)
+    if work.done():
+        return True
+    await _cancel(work)
+    return False

@@ -357,3 +357,65 @@ def test_no_history_logs_nothing(serve_steps: Serve, step_dir: Path) -> None:
     httpx.post(served.url("/steps/summarize"), json={"text": "x"})
     served.stop()
     assert History().recent(limit=10) == []
+
+
+def test_a_stream_failing_midway_ends_with_an_error_event(
+    serve_steps: Serve, step_dir: Path, openai_env: TestServer
+) -> None:
+    from chatstep.testing.faults import mid_stream_error
+
+    served = serve_steps(step_dir)
+    openai_env.enqueue(mid_stream_error("Hel"))
+    answer = httpx.post(served.url("/steps/summarize?stream=true"), json={"text": "x"})
+    assert answer.status_code == 200  # the headers went out with the first delta
+    events = sse_events(answer.text)
+    assert events[0] == ("delta", {"choice": 0, "content": "Hel"})
+    kind, data = events[-1]
+    assert kind == "error"
+    assert data["status"] == 503
+    assert data["error"]["code"] == "upstream_unavailable"
+    assert "result" not in [k for k, _ in events]
+
+
+def test_guard_and_fallbacks(serve_steps: Serve, tmp_path: Path, openai_env: TestServer) -> None:
+    guarded = {
+        "model": "gpt-4o-mini",
+        "prompt": "{{ inputs.text }}",
+        "guard": {"input": True, "output": False},
+        "max_retries": 0,
+        "fallbacks": [{"model": "gpt-4o"}],
+    }
+    served = serve_steps({"reply": guarded})
+    flagged = httpx.post(served.url("/steps/reply"), json={"text": "I will kill you"})
+    assert flagged.status_code == 422
+    assert flagged.json()["error"]["code"] == "input_flagged"
+    assert "violence" in flagged.json()["error"]["message"]
+    openai_env.enqueue(Fail(503))
+    answer = httpx.post(served.url("/steps/reply"), json={"text": "tea?"})
+    assert answer.status_code == 200, answer.text
+    result = answer.json()
+    assert result["answered_by"]["candidate"] == "fallbacks[0]"
+    assert result["answered_by"]["model"] == "gpt-4o"
+    assert len(result["fallback_errors"]) == 1
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_client_that_hangs_up_stops_the_upstream_call(
+    serve_steps: Serve, step_dir: Path, openai_env: TestServer, stream: bool
+) -> None:
+    # The upstream keeps the connection busy for a minute; the client gives up after 0.5 s.
+    # Its slot (the only one) comes back and the upstream request is abandoned.
+    from chatstep.testing import Trickle
+
+    openai_env.enqueue(Trickle(seconds=60, interval=0.05))
+    served = serve_steps(step_dir, concurrency=1, max_queue=0)
+    url = served.url("/steps/summarize" + ("?stream=true" if stream else ""))
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(url, json={"text": "x"}, timeout=0.5)
+    deadline = time.monotonic() + 30
+    while openai_env.stats.trickles_cut < 1:
+        assert time.monotonic() < deadline, "the upstream call went on after the hang-up"
+        time.sleep(0.02)
+    while (answer := httpx.post(url, json={"text": "y"})).status_code == 503:
+        assert time.monotonic() < deadline, "the slot never came back"
+    assert answer.status_code == 200
