@@ -146,6 +146,7 @@ def load_step_directory(directory: str | Path) -> list[ServedStep]:
                     f"the step says id {step.id!r} but is served as {step_id!r} (its file name)",
                     f"rename the file to {step.id}{path.suffix} or set id: {step_id}",
                 )
+            _check_no_outputs(step)
             served.append(ServedStep.of(step_id, step, path))
         except ConfigError as exc:
             one_line = " ".join(str(exc).split())  # a YAML error spans lines; one per file
@@ -170,6 +171,34 @@ def served_steps(steps: Iterable[tuple[str, Step]]) -> list[ServedStep]:
         seen.add(step_id.lower())
         out.append(ServedStep.of(step_id, step))
     return sorted(out, key=lambda s: s.id)
+
+
+def _check_no_outputs(step: Step) -> None:
+    """Refuse a template reading ``outputs``: a served step has no earlier step."""
+    from jinja2 import TemplateSyntaxError, meta
+
+    from chatstep.templating.sandbox import _env, is_template
+
+    def walk(value: Any, where: str) -> None:
+        if isinstance(value, str) and is_template(value):
+            try:
+                names = meta.find_undeclared_variables(_env.parse(value))
+            except TemplateSyntaxError:
+                return  # reported with its line when the step is rendered
+            if "outputs" in names:
+                raise ConfigError(
+                    where,
+                    "reads outputs of earlier steps, but a served step runs alone",
+                    "pass the value as an input instead ({{ inputs.name }})",
+                )
+        elif isinstance(value, Mapping):
+            for key, item in value.items():
+                walk(item, f"{where}.{key}" if where else str(key))
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                walk(item, f"{where}[{index}]")
+
+    walk(step.model_dump(exclude_unset=True, by_alias=False), "")
 
 
 def _error_line(path: Path, exc: ConfigError) -> int:

@@ -38,6 +38,9 @@ def test_every_bad_file_is_named_with_its_line(tmp_path: Path) -> None:
     (tmp_path / "has space.yaml").write_text(SUMMARIZE)
     (tmp_path / "Good.json").write_text('{"model": "gpt-4o-mini", "prompt": "x"}')
     (tmp_path / "renamed.yaml").write_text("id: other\nmodel: gpt-4o-mini\nprompt: x\n")
+    (tmp_path / "chained.yaml").write_text(
+        "model: gpt-4o-mini\nprompt: '{{ outputs.a.content }}'\n"
+    )
     (tmp_path / "notes.txt").write_text("not a step")
     (tmp_path / ".hidden.yaml").write_text("not: a step")
     problems = _problems(tmp_path)
@@ -49,7 +52,9 @@ def test_every_bad_file_is_named_with_its_line(tmp_path: Path) -> None:
         "has space.yaml",
         "good.yaml",  # sorted after Good.json
         "renamed.yaml",
+        "chained.yaml",
     }
+    assert f"{tmp_path / 'chained.yaml'}:2: prompt: reads outputs" in by_file["chained.yaml"]
     assert f"{tmp_path / 'typo.yaml'}:3: temprature: is not a known field" in by_file["typo.yaml"]
     assert by_file["nested.yaml"].startswith(f"{tmp_path / 'nested.yaml'}:5: messages[1]")
     assert f"{tmp_path / 'broken.yaml'}:3:" in by_file["broken.yaml"]

@@ -102,9 +102,9 @@ def serve(
     Point any OpenAI client at http://HOST:PORT/v1. On loopback any API key works unless
     --api-key is given. The model runs in a worker process: if it dies, the requests in flight
     get a 500 and the next request starts a new one. Runs in the foreground until interrupted.
-    With --steps DIR, serves the step files instead (no model routes; works without [local]
+    With --steps DIR, serves the step files instead (no model routes; needs no local extra
     when the steps call an HTTP endpoint); a bad step file exits 3 with FILE:LINE errors.
-    Exits 2 for a non-loopback --host without --api-key or --no-auth, 7 without the [local] extra.
+    Exits 2 for a non-loopback --host without --api-key or --no-auth, 7 without the local extra.
     """
     # Imported here so that `chatstep --help` never loads uvicorn or llama.cpp.
     from chatstep.backends.local.model import (
