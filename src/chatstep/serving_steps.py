@@ -86,6 +86,7 @@ class StepService:
         self.concurrency = concurrency
         self.max_queue = max_queue
         self.max_body_bytes = max_body_bytes
+        self._limits = (rpm, tpm)
         self.limiter = RateLimiter(rpm=rpm, tpm=tpm)  # checks rpm/tpm now, not at request one
         self._max_cost = check_max_cost(max_cost)
         self._history = history
@@ -116,10 +117,18 @@ class StepService:
         return self._runner
 
     async def aclose(self) -> None:
-        """Close the runner: flush the history, close connection pools (idempotent)."""
+        """Close the runner: flush the history, close connection pools (idempotent).
+
+        The app may serve again afterwards (on another event loop: a new runner, limiter and
+        slots; the ``max_cost`` budget starts again).
+        """
+        from chatstep.mapping.ratelimit import RateLimiter
+
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.aclose()
+        self._slots = None  # asyncio primitives belong to one event loop
+        self.limiter = RateLimiter(rpm=self._limits[0], tpm=self._limits[1])
 
     def admit(self) -> None:
         """Count a request in, or refuse it (503) when every slot and queue place is taken."""

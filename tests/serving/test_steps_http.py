@@ -419,3 +419,15 @@ def test_a_client_that_hangs_up_stops_the_upstream_call(
     while (answer := httpx.post(url, json={"text": "y"})).status_code == 503:
         assert time.monotonic() < deadline, "the slot never came back"
     assert answer.status_code == 200
+
+
+def test_the_app_serves_again_after_its_shutdown(step_dir: Path, openai_env: TestServer) -> None:
+    from starlette.testclient import TestClient
+
+    from chatstep import steps_app
+
+    app = steps_app(step_dir, concurrency=2, rpm=600)
+    for text in ("one", "two"):  # each `with` runs the app's lifespan on a new event loop
+        with TestClient(app) as client:
+            answer = client.post("/steps/summarize", json={"text": text})
+            assert answer.status_code == 200, answer.text
