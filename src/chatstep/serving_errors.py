@@ -73,7 +73,11 @@ _TYPES = {
 
 
 class RequestProblem(Exception):
-    """A request the service refuses, with its status and error fields (never raised to users)."""
+    """A request the service refuses, with its status and error fields.
+
+    Control flow inside the service, like an HTTP exception: it always becomes an error response
+    (:func:`error_response_parts`) and never reaches a caller of chatstep.
+    """
 
     def __init__(
         self,
