@@ -99,7 +99,7 @@ def test_no_module_defines_an_error_outside_errors_py() -> None:
         # Control flow inside the local schema converter; it becomes a 400 before leaving it.
         ("backends/local/request.py", "_Unenforceable"),
         # Control flow inside the steps service; it becomes an HTTP error response there.
-        ("serving_errors.py", "RequestProblem"),
+        ("serving/problems.py", "RequestProblem"),
     }
     found = set()
     for path in SRC.rglob("*.py"):

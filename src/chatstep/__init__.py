@@ -113,7 +113,7 @@ if TYPE_CHECKING:
     from chatstep.secrets import (
         SecretStore,
     )
-    from chatstep.serving_steps import (
+    from chatstep.serving.steps import (
         steps_app,
     )
     from chatstep.steps.definitions import (
@@ -216,7 +216,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "map_step",
     ),
     "chatstep.secrets": ("SecretStore",),
-    "chatstep.serving_steps": ("steps_app",),
+    "chatstep.serving.steps": ("steps_app",),
     "chatstep.steps.definitions": (
         "ChatCompletion",
         "Embedding",

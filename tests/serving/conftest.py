@@ -102,7 +102,7 @@ def step_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def serve_steps(openai_env: TestServer) -> Iterator[Callable[..., ServedSteps]]:
     """``serve_steps(steps, **steps_app options)``: the app on a free port, stopped after."""
-    from chatstep.serving_steps import steps_app
+    from chatstep.serving.steps import steps_app
 
     started: list[ServedSteps] = []
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from chatstep.errors import ConfigError
-from chatstep.serving_catalog import load_step_directory
+from chatstep.serving.catalog import load_step_directory
 from chatstep.storage.history import History
 from chatstep.testing import TestServer
 

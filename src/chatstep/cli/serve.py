@@ -147,7 +147,7 @@ def serve(
     try:
         import uvicorn
 
-        from chatstep.serving_worker import ModelWorker, create_proxy_app
+        from chatstep.serving.worker import ModelWorker, create_proxy_app
     except ImportError as exc:
         typer.echo(
             f"error: serving needs starlette, uvicorn and httpx ({exc}); install them with: "

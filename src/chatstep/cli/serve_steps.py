@@ -36,7 +36,7 @@ def serve_steps(
     try:
         import uvicorn
 
-        from chatstep.serving_steps import steps_app
+        from chatstep.serving.steps import steps_app
     except ImportError as exc:
         typer.echo(
             f"error: serving needs starlette and uvicorn ({exc}); install them with: "

@@ -55,7 +55,7 @@ from chatstep.errors import (
 
 if TYPE_CHECKING:
     from chatstep.mapping.ratelimit import RateLimiter
-    from chatstep.serving_catalog import ServedStep
+    from chatstep.serving.catalog import ServedStep
 
 __all__ = ["RequestProblem", "error_response_parts", "render_problem"]
 

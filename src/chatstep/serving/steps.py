@@ -13,7 +13,7 @@ connection pools, the history log, the ``max_cost`` budget and one
 as ``map`` does, paused for everyone by a 429) are shared; at most ``concurrency`` requests run
 at once and at most ``max_queue`` more wait (beyond that: 503). Errors are
 ``{"error": {"message", "type", "param", "code"}}`` with the status users expect
-(:mod:`chatstep.serving_errors`); never a traceback, never a key.
+(:mod:`chatstep.serving.problems`); never a traceback, never a key.
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ from typing import TYPE_CHECKING, Any
 
 from chatstep.core.streaming import Delta
 from chatstep.errors import ConfigError
-from chatstep.serving_catalog import ServedStep, load_step_directory, served_steps
-from chatstep.serving_errors import RequestProblem, error_response_parts, render_problem
-from chatstep.serving_openapi import openapi_document, step_summary
-from chatstep.serving_wire import delta_events, read_inputs, result_json, sse, stream_flag
+from chatstep.serving.catalog import ServedStep, load_step_directory, served_steps
+from chatstep.serving.openapi import openapi_document, step_summary
+from chatstep.serving.problems import RequestProblem, error_response_parts, render_problem
+from chatstep.serving.wire import delta_events, read_inputs, result_json, sse, stream_flag
 from chatstep.steps.loading import load_step
 
 if TYPE_CHECKING:
@@ -191,7 +191,7 @@ def steps_app(
 ) -> Starlette:
     """A Starlette (ASGI) app serving steps as ``POST /steps/{id}``, with ``/openapi.json``.
 
-    ``steps``: a directory of step files (see :mod:`chatstep.serving_catalog` for the naming
+    ``steps``: a directory of step files (see :mod:`chatstep.serving.catalog` for the naming
     rule), or a mapping ``{id: step, path or dict}``. ``api_key``: when set, every request must
     send ``Authorization: Bearer KEY`` (else 401). ``concurrency`` requests run at once, at most
     ``max_queue`` wait; ``rpm``/``tpm`` cap requests and tokens per minute for the process;
@@ -207,7 +207,7 @@ def steps_app(
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
-    from chatstep.serving import BearerAuthMiddleware
+    from chatstep.serving.model_app import BearerAuthMiddleware
 
     service = StepService(
         _steps_from(steps),

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 from chatstep.core.result import AnyResult, StepResult
 from chatstep.core.streaming import Delta
 from chatstep.errors import OutputError, redact
-from chatstep.serving_catalog import ServedStep
-from chatstep.serving_errors import RequestProblem
+from chatstep.serving.catalog import ServedStep
+from chatstep.serving.problems import RequestProblem
 
 if TYPE_CHECKING:
     from starlette.requests import Request

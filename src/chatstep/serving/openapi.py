@@ -13,7 +13,7 @@ import copy
 from collections.abc import Sequence
 from typing import Any
 
-from chatstep.serving_catalog import ServedStep
+from chatstep.serving.catalog import ServedStep
 from chatstep.steps.definitions import ChatCompletion
 
 __all__ = ["openapi_document", "step_summary"]
