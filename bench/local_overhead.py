@@ -67,7 +67,7 @@ def main() -> None:
 
     from chatstep.backends.local.backend import LocalBackend
     from chatstep.backends.local.model import GEMMA_CHAT_TEMPLATE, load_local_model
-    from chatstep.serving import create_serving_app
+    from chatstep.serving.model_app import create_serving_app
 
     model = load_local_model()
     llama = model.llama

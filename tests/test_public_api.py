@@ -51,6 +51,7 @@ def test_sync_and_async_twins_are_both_exported() -> None:
     # The naming rule: sync `x`, async `ax`. load_* and list_batches do no network I/O, and
     # astream_step's sync form is run_step(on_delta=...), so they have no twin.
     # estimate_cost sends nothing (it renders and counts locally), so it has no async form.
+    # steps_app builds an ASGI app (its requests are async already).
     public = {
         n: getattr(chatstep, n)
         for n in chatstep.__all__
@@ -59,6 +60,7 @@ def test_sync_and_async_twins_are_both_exported() -> None:
     no_twin = {"list_batches", "load_flow", "load_step", "astream_step", "estimate_cost"}
     # prepare_finetune renders and writes locally; list_finetunes reads the journal.
     no_twin |= {"prepare_finetune", "list_finetunes"}
+    no_twin |= {"steps_app"}  # builds an ASGI app; nothing to await
     for name, value in public.items():
         if name in no_twin:
             continue

@@ -146,6 +146,9 @@ if TYPE_CHECKING:
     from chatstep.secrets import (
         SecretStore,
     )
+    from chatstep.serving.steps import (
+        steps_app,
+    )
     from chatstep.steps.definitions import (
         ChatCompletion,
         Completion,
@@ -272,6 +275,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     ),
     "chatstep.retrieval.build": ("BuildReport", "abuild_index", "build_index"),
     "chatstep.secrets": ("SecretStore",),
+    "chatstep.serving.steps": ("steps_app",),
     "chatstep.steps.definitions": (
         "ChatCompletion",
         "Completion",
@@ -394,6 +398,7 @@ __all__ = [
     "prepare_finetune",
     "run_flow",
     "run_step",
+    "steps_app",
     "submit_batch",
     "submit_finetune",
 ]

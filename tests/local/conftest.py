@@ -96,7 +96,7 @@ class _ServedApp:
 @pytest.fixture(scope="session")
 def served(backend: Any) -> Iterator[_ServedApp]:
     """``create_serving_app(LocalBackend())`` on a free local port."""
-    from chatstep.serving import create_serving_app
+    from chatstep.serving.model_app import create_serving_app
 
     with _ServedApp(create_serving_app(backend)) as app:
         yield app

@@ -21,7 +21,7 @@ from chatstep.errors import (
     PermissionDeniedError,
     RateLimitError,
 )
-from chatstep.serving import create_serving_app
+from chatstep.serving.model_app import create_serving_app
 
 pytestmark = pytest.mark.local
 

@@ -1,9 +1,11 @@
-"""``chatstep serve``: the embedded local model as an OpenAI-compatible HTTP server."""
+"""``chatstep serve``: the embedded local model as an OpenAI-compatible HTTP server, or
+(``--steps DIR``) step files as HTTP endpoints (:mod:`chatstep.cli.serve_steps`)."""
 
 from __future__ import annotations
 
 import ipaddress
 import os
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -27,6 +29,14 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def _auth_note(host: str, api_key: str | None) -> str:
+    if api_key is not None:
+        return "clients must send the --api-key as their API key"
+    if _is_loopback(host):
+        return "any API key"
+    return "NO AUTHENTICATION: anyone who can reach it can use it"
 
 
 def serve(
@@ -57,13 +67,44 @@ def serve(
             help="Serve beyond loopback without any key (anyone reaching it can use it).",
         ),
     ] = False,
+    steps: Annotated[
+        Path | None,
+        typer.Option(
+            "--steps",
+            help="Serve every step file in this directory as POST /steps/{file name} (with "
+            "GET /steps and /openapi.json) instead of the local models.",
+        ),
+    ] = None,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", "-c", min=1, help="--steps: requests in flight at most.")
+    ] = 16,
+    rpm: Annotated[
+        float | None,
+        typer.Option("--rpm", help="--steps: requests per minute (default: learned from headers)."),
+    ] = None,
+    tpm: Annotated[
+        float | None,
+        typer.Option("--tpm", help="--steps: tokens per minute (default: learned from headers)."),
+    ] = None,
+    max_cost: Annotated[
+        float | None,
+        typer.Option("--max-cost", help="--steps: USD the server may spend (then 402)."),
+    ] = None,
+    max_body: Annotated[
+        int, typer.Option("--max-body", min=1, help="--steps: largest request body, in bytes.")
+    ] = 1024 * 1024,
+    no_history: Annotated[
+        bool, typer.Option("--no-history", help="--steps: do not log calls to the history.")
+    ] = False,
 ) -> None:
     """Serve the local models (gemma-3-270m, smollm2-135m-instruct) as an OpenAI API under /v1.
 
     Point any OpenAI client at http://HOST:PORT/v1. On loopback any API key works unless
     --api-key is given. The model runs in a worker process: if it dies, the requests in flight
     get a 500 and the next request starts a new one. Runs in the foreground until interrupted.
-    Exits 2 for a non-loopback --host without --api-key or --no-auth, 7 without the [local] extra.
+    With --steps DIR, serves the step files instead (no model routes; needs no local extra
+    when the steps call an HTTP endpoint); a bad step file exits 3 with FILE:LINE errors.
+    Exits 2 for a non-loopback --host without --api-key or --no-auth, 7 without the local extra.
     """
     # Imported here so that `chatstep --help` never loads uvicorn or llama.cpp.
     from chatstep.backends.local.model import (
@@ -85,10 +126,28 @@ def serve(
             err=True,
         )
         raise typer.Exit(_EXIT_USAGE)
+    if steps is not None:
+        from chatstep.cli.serve_steps import serve_steps
+
+        serve_steps(
+            steps,
+            host=host,
+            port=port,
+            log_level=log_level,
+            api_key=api_key,
+            auth=_auth_note(host, api_key),
+            concurrency=concurrency,
+            rpm=rpm,
+            tpm=tpm,
+            max_cost=max_cost,
+            max_body=max_body,
+            history=not no_history,
+        )
+        return
     try:
         import uvicorn
 
-        from chatstep.serving_worker import ModelWorker, create_proxy_app
+        from chatstep.serving.worker import ModelWorker, create_proxy_app
     except ImportError as exc:
         typer.echo(
             f"error: serving needs starlette, uvicorn and httpx ({exc}); install them with: "
@@ -104,12 +163,7 @@ def serve(
         worker.stop()
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(_EXIT_UNAVAILABLE) from exc
-    if api_key is not None:
-        auth = "clients must send the --api-key as their API key"
-    elif _is_loopback(host):
-        auth = "any API key"
-    else:
-        auth = "NO AUTHENTICATION: anyone who can reach it can use it"
+    auth = _auth_note(host, api_key)
     names = [LOCAL_MODEL_ID] if os.environ.get(MODEL_PATH_ENV) else installed_models()
     typer.echo(
         f"Serving {', '.join(names)} at http://{host}:{port}/v1 (OpenAI-compatible, {auth})",

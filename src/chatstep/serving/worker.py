@@ -1,8 +1,9 @@
 """``chatstep serve``'s model process: the embedded model runs in a child, behind a proxy.
 
 The front process (the one listening on ``--host``/``--port``) never loads the model. It starts
-a worker process (``python -m chatstep.serving_worker SOCKET``) that serves
-:func:`chatstep.serving.create_serving_app` over a Unix socket, and forwards each request to it.
+a worker process (``python -m chatstep.serving.worker SOCKET``) that serves
+:func:`chatstep.serving.model_app.create_serving_app` over a Unix socket, and forwards each
+request to it.
 If the worker dies (a native crash in llama.cpp, the OOM killer, ``kill -9``), the requests in
 flight get a 500 with code ``worker_died`` (an error event when a stream had started), and the
 next request starts a new worker, so the server never goes down with its model.
@@ -86,7 +87,7 @@ class ModelWorker:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.socket_path)
         process = subprocess.Popen(
-            [sys.executable, "-m", "chatstep.serving_worker", self.socket_path, self._log_level],
+            [sys.executable, "-m", "chatstep.serving.worker", self.socket_path, self._log_level],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -177,7 +178,7 @@ async def _worker_died(process: subprocess.Popen[str] | None) -> dict[str, Any]:
 
 
 def _read_timeout(request: Request) -> float:
-    from chatstep.serving import DEFAULT_TIMEOUT
+    from chatstep.serving.model_app import DEFAULT_TIMEOUT
 
     raw = request.headers.get("x-stainless-read-timeout") or request.headers.get(
         "x-stainless-timeout"
@@ -200,7 +201,7 @@ def create_proxy_app(worker: ModelWorker, *, api_key: str | None = None) -> Star
     from starlette.responses import JSONResponse, Response, StreamingResponse
     from starlette.routing import Route
 
-    from chatstep.serving import BearerAuthMiddleware
+    from chatstep.serving.model_app import BearerAuthMiddleware
 
     # No kept-alive connections: one to a dead worker would fail the next request. A new Unix
     # socket connection per request costs microseconds.
@@ -275,7 +276,7 @@ async def _relay_events(
         async for piece in upstream.aiter_raw():
             yield piece
     except httpx.TransportError:
-        # The stream had started: the failure travels as an error event, as in serving.py.
+        # The stream had started: the failure travels as an error event, as in model_app.py.
         yield f"data: {json.dumps(await _worker_died(process))}\n\n".encode()
 
 
@@ -298,7 +299,7 @@ def main(argv: list[str]) -> int:
         installed_models,
         load_local_model,
     )
-    from chatstep.serving import create_serving_app
+    from chatstep.serving.model_app import create_serving_app
 
     path, log_level = argv[0], argv[1] if len(argv) > 1 else "warning"
     threading.Thread(target=_exit_with_parent, daemon=True).start()
