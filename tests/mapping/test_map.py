@@ -65,13 +65,15 @@ def test_1000_rows_through_every_kind_of_fault(serve: ServerFactory) -> None:
     server = serve(
         fault_rate=0.2,
         faults=FAULT_KINDS,
-        fault_timeout=3.0,
+        fault_timeout=30.0,
         fault_retry_after=0.05,
         seed=7,
         validate=False,
     )
-    # A 1 s timeout meets the 3 s "timeout" fault; 12 retries make a lost row (0.2^13) unheard of.
-    step = echo_step(stream=True, timeout=1.0, max_retries=12)
+    # A 6 s timeout meets the 30 s "timeout" fault and nothing else, even on a loaded machine (a
+    # 1 s one also timed out healthy requests there, and the request counts no longer matched);
+    # 12 retries make a lost row (0.2^13) unheard of.
+    step = echo_step(stream=True, timeout=6.0, max_retries=12)
     out = map_step(step, rows(1000), concurrency=24, retry=FAST_RETRY, history=False)
     check_every_row_answered_once(server, out, 1000)
     faults = server.stats.faults
@@ -87,12 +89,12 @@ def test_whole_answers_through_every_kind_of_fault(serve: ServerFactory) -> None
     server = serve(
         fault_rate=0.2,
         faults=kinds,
-        fault_timeout=3.0,
+        fault_timeout=30.0,
         fault_retry_after=0.05,
         seed=11,
         validate=False,
     )
-    step = echo_step(timeout=1.0, max_retries=12)
+    step = echo_step(timeout=6.0, max_retries=12)
     out = map_step(step, rows(300), concurrency=24, retry=FAST_RETRY, history=False)
     check_every_row_answered_once(server, out, 300)
     assert set(server.stats.faults) == set(kinds), server.stats.faults
