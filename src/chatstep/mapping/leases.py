@@ -23,6 +23,7 @@ import contextlib
 import os
 import socket
 import sqlite3
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -123,15 +124,23 @@ class SqliteLease:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         try:
-            self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            # Renewals run in a worker thread (asyncio.to_thread); a lock keeps calls apart.
+            self._db = sqlite3.connect(
+                self.path, timeout=30.0, isolation_level=None, check_same_thread=False
+            )
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS leases "
                 "(name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires REAL NOT NULL)"
             )
         except sqlite3.Error as exc:
             raise StorageError(str(self.path), f"cannot open the lease table ({exc})") from None
+        self._guard = threading.Lock()
 
     def _write(self, sql: str, args: tuple[Any, ...]) -> int:
+        with self._guard:
+            return self._write_now(sql, args)
+
+    def _write_now(self, sql: str, args: tuple[Any, ...]) -> int:
         try:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -163,9 +172,9 @@ class SqliteLease:
         self._write("DELETE FROM leases WHERE name = ? AND owner = ?", (name, owner))
 
     def holder(self, name: str) -> str | None:
-        row = self._db.execute(
-            "SELECT owner FROM leases WHERE name = ? AND expires >= ?", (name, time.time())
-        ).fetchone()
+        sql = "SELECT owner FROM leases WHERE name = ? AND expires >= ?"
+        with self._guard:
+            row = self._db.execute(sql, (name, time.time())).fetchone()
         return None if row is None else str(row[0])
 
     def close(self) -> None:

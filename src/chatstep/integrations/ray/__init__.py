@@ -18,6 +18,13 @@ a rerun resumes and no finished row is paid twice::
 
 from __future__ import annotations
 
+try:
+    import ray as _ray  # noqa: F401
+except ImportError as exc:  # pragma: no cover - depends on the install
+    raise ImportError(
+        f'chatstep.integrations.ray needs Ray ({exc}): pip install "chatstep[ray]"'
+    ) from exc
+
 from chatstep.integrations.ray.budget import ActorBudget, budget_actor
 from chatstep.integrations.ray.dataset import ChatstepMapper, map_dataset
 from chatstep.integrations.ray.engine import default_shard_journal, map_file_ray

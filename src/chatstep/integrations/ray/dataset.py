@@ -141,6 +141,8 @@ def map_dataset(
     ``options``: further :class:`~chatstep.mapping.run.MapOptions` fields (``rpm``, ``tpm``,
     ``inputs``...). Lazy, like every Dataset: the work runs when the result is consumed.
     """
+    from ray.data import ActorPoolStrategy
+
     loaded = as_step(step)
     journal_spec: str | None = None
     run_id = ""
@@ -152,6 +154,8 @@ def map_dataset(
                 "name a column whose value is unique and stable for each row",
             )
         journal_spec = str(journal)
+        if not journal_spec.startswith(("redis://", "rediss://", "unix://")):
+            journal_spec = str(Path(journal_spec).resolve())
         store = open_shard_journal(journal_spec, "dataset")
         try:
             run_id = store.claim(run_definition(loaded, options.get("inputs")), 0, restart)
@@ -169,7 +173,7 @@ def map_dataset(
         fn_constructor_args=(loaded,),
         fn_constructor_kwargs=kwargs,
         batch_size=batch_size,
-        concurrency=workers,
+        compute=ActorPoolStrategy(size=workers),
         num_cpus=TASK_CPUS,
         batch_format="default",
     )

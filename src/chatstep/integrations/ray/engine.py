@@ -149,6 +149,8 @@ def map_file_ray(
         prefix=str(options.get("prefix", "")),
     )
     spec = str(journal if journal is not None else default_shard_journal(output))
+    if not spec.startswith(("redis://", "rediss://", "unix://")):
+        spec = str(Path(spec).resolve())  # workers may run in another directory
     journal_run = hashlib.sha256(str(Path(output).resolve()).encode()).hexdigest()[:16]
     output_lock = ExclusiveLock(
         output, what="the output", fix="wait for the other run to finish, or write another --output"
