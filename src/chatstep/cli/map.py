@@ -85,8 +85,12 @@ def map_command(
         ),
     ] = None,
     journal: Annotated[
-        Path | None,
-        typer.Option("--journal", help="Run journal (default: OUTPUT.journal.sqlite3)."),
+        str | None,
+        typer.Option(
+            "--journal",
+            help="Run journal (default: OUTPUT.journal.sqlite3; --engine ray: the directory "
+            "OUTPUT.shards/, or redis://HOST:PORT/DB for workers on several machines).",
+        ),
     ] = None,
     restart: Annotated[
         bool, typer.Option("--restart", help="Forget the journal's finished rows; start over.")
@@ -127,6 +131,14 @@ def map_command(
     shard_rows: Annotated[
         int, typer.Option("--shard-rows", help="--engine ray: rows per shard (keep it on resume).")
     ] = 1000,
+    lease_ttl: Annotated[
+        float,
+        typer.Option(
+            "--lease-ttl",
+            help="--engine ray: seconds a shard's lease lives unrenewed (a killed worker's "
+            "shard is taken over after this).",
+        ),
+    ] = 30.0,
     budget_split: Annotated[
         bool,
         typer.Option(
@@ -163,7 +175,8 @@ def map_command(
                 shard_rows=shard_rows,
                 budget=budget,
                 budget_split=budget_split,
-                journal=str(journal) if journal is not None else None,
+                lease_ttl=lease_ttl,
+                journal=journal,
                 restart=restart,
                 inputs=parse_inputs(inputs),
                 select=select,
@@ -204,7 +217,7 @@ def map_command(
                 rpm=rpm,
                 tpm=tpm,
                 budget=budget,
-                journal=journal,
+                journal=Path(journal) if journal is not None else None,
                 restart=restart,
                 retry_failed=retry_failed,
                 max_cost=max_cost,

@@ -11,6 +11,7 @@ opted into a share of the budget (:func:`open_budget` with ``split``): then each
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -140,6 +141,8 @@ async def open_budget(spec: str | None, *, split: int | None = None) -> Any:
     try:
         await budget.check()
     except StorageError:
+        with contextlib.suppress(Exception):
+            await budget.aclose()
         if not split:
             raise
         return PoolBudget(divide=split)

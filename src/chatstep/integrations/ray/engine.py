@@ -167,6 +167,7 @@ def map_file_ray(
         if budget is None or budget.startswith("ray://"):
             budget_actor(budget or DEFAULT_BUDGET)
         split = workers if budget_split else None
+        asyncio.run(_check_budget(budget, split))  # fail closed before anything is sent
         writer = open_writer(output, out_kind, types=shape.column_types)
         try:
             shards = _chunks(read_rows(input, in_kind), shard_rows)
@@ -182,6 +183,11 @@ def map_file_ray(
     finally:
         output_lock.release()
     return stats
+
+
+async def _check_budget(budget: str | None, split: int | None) -> None:
+    opened = await open_budget(budget, split=split)
+    await opened.aclose()
 
 
 def _run_shards(
