@@ -25,6 +25,8 @@ ray = pytest.importorskip("ray", reason='Ray is not installed (pip install "chat
 
 from ray.cluster_utils import Cluster  # noqa: E402
 
+from chatstep.testing import TestServer  # noqa: E402
+
 FAKE_KEY = "sk-test-ray-0000-fake"
 _NODE: dict[str, Any] = {
     "num_cpus": 1,
@@ -34,11 +36,20 @@ _NODE: dict[str, Any] = {
 
 
 @pytest.fixture(scope="session")
-def cluster() -> Iterator[Cluster]:
-    # Workers read the key from their environment, as they would on a real cluster; each
-    # test's server is named by its step's base_url.
-    saved = {name: os.environ.get(name) for name in ("OPENAI_API_KEY", "CHATSTEP_HISTORY")}
+def default_server() -> Iterator[TestServer]:
+    """The server of steps that name no base_url (the README's): workers read OPENAI_* from
+    their environment, as on a real cluster, so it runs before the cluster starts."""
+    with TestServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def cluster(default_server: TestServer) -> Iterator[Cluster]:
+    # Other tests' servers are named by their steps' base_url.
+    names = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "CHATSTEP_HISTORY")
+    saved = {name: os.environ.get(name) for name in names}
     os.environ["OPENAI_API_KEY"] = FAKE_KEY
+    os.environ["OPENAI_BASE_URL"] = default_server.base_url
     os.environ["CHATSTEP_HISTORY"] = "off"
     nodes = Cluster(
         initialize_head=True,
