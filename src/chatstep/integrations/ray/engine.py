@@ -24,7 +24,7 @@ from typing import Any
 
 import ray
 
-from chatstep.errors import ChatstepError, ConfigError
+from chatstep.errors import ChatstepError, ConfigError, ShardLeaseError
 from chatstep.integrations.ray.budget import DEFAULT_BUDGET, budget_actor, open_budget
 from chatstep.mapping.columns import OutputShape
 from chatstep.mapping.datasets import dataset_format, read_rows
@@ -84,9 +84,12 @@ def _shard_task(
         store.close()
 
 
-# Ray retries a task whose worker died (kill -9, a lost node); errors of the run itself are
-# the user's to see, so they are not retried.
-_remote_shard: Any = ray.remote(num_cpus=TASK_CPUS, max_retries=3)(_shard_task)
+# Ray retries a task whose worker died (kill -9, a lost node), and one whose shard was still
+# leased by a dying worker (a killed driver's workers take a moment to go); other errors of the
+# run are the user's to see, so they are not retried.
+_remote_shard: Any = ray.remote(
+    num_cpus=TASK_CPUS, max_retries=3, retry_exceptions=[ShardLeaseError]
+)(_shard_task)
 
 
 def _chunks(
