@@ -88,9 +88,9 @@ def _shard_task(
 # leased by a dying worker (a killed driver's workers take a moment to go); other errors of the
 # run are the user's to see, so they are not retried.
 _remote: Any = ray.remote  # its overloads do not cover keyword options with a function
-_remote_shard: Any = _remote(
-    num_cpus=TASK_CPUS, max_retries=3, retry_exceptions=[ShardLeaseError]
-)(_shard_task)
+_remote_shard: Any = _remote(num_cpus=TASK_CPUS, max_retries=3, retry_exceptions=[ShardLeaseError])(
+    _shard_task
+)
 
 
 def _chunks(
