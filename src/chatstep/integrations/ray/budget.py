@@ -26,8 +26,10 @@ __all__ = ["DEFAULT_BUDGET", "NAMESPACE", "ActorBudget", "budget_actor", "open_b
 DEFAULT_BUDGET = "ray://chatstep-budget"
 #: The Ray namespace the budget actor lives in (so every job of the cluster finds it).
 NAMESPACE = "chatstep"
-# The actor only does arithmetic: it must never wait for a CPU the workers hold.
-_ACTOR_CPUS = 0.01
+# The actor only does arithmetic, so it asks for no CPU: even 0.01 would leave its node short
+# of the whole CPU Ray Data's read tasks ask for (seen: a 3-node test cluster whose three CPUs
+# were each nibbled by an actor, and a read_json that waited for ever).
+_ACTOR_CPUS = 0
 
 
 class _BudgetActor:
