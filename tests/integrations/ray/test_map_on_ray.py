@@ -216,3 +216,14 @@ def test_an_unreachable_budget_fails_closed_unless_split_is_chosen(
         split = _map(ray_env, *args, "--budget-split")
         assert split.returncode == 0, split.stderr
         assert _output_ids(out) == list(range(6))
+
+
+def test_max_cost_is_refused_rather_than_applied_per_shard(
+    ray_env: dict[str, str], tmp_path: Path
+) -> None:
+    with TestServer() as server:
+        step, data, out = _step(tmp_path, server), _rows(tmp_path, 3), tmp_path / "out.jsonl"
+        done = _map(ray_env, step, "--rows", data, "-o", out, "--max-cost", "1")
+        assert done.returncode == 3
+        assert "--max-cost: is not supported with --engine ray" in done.stderr
+        assert _sent(server) == Counter()

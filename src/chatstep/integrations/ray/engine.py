@@ -137,6 +137,12 @@ def map_file_ray(
     """
     if workers < 1:
         raise ConfigError("--workers", f"must be at least 1, got {workers}")
+    if options.get("max_cost") is not None:
+        raise ConfigError(
+            "--max-cost",
+            "is not supported with --engine ray yet (each shard would get the whole cap)",
+            "run without --max-cost, or with --engine local",
+        )
     in_kind = dataset_format(input, options.pop("input_format", None), option="--rows")
     out_kind = dataset_format(output, options.pop("output_format", None), option="--output")
     if Path(input).resolve() == Path(output).resolve():
