@@ -117,8 +117,8 @@ def map_command(
         str,
         typer.Option(
             "--engine",
-            help="local (this process) or ray (shards on a Ray cluster: pip install "
-            "'chatstep[ray]').",
+            help="local (this process) or ray (shards on a Ray cluster; needs chatstep's "
+            "ray extra).",
         ),
     ] = "local",
     address: Annotated[
