@@ -43,38 +43,53 @@ def default_server() -> Iterator[TestServer]:
         yield server
 
 
+_NODE_ENV = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "CHATSTEP_HISTORY")
+
+
 @pytest.fixture(scope="session")
 def cluster(default_server: TestServer) -> Iterator[Cluster]:
-    # Other tests' servers are named by their steps' base_url.
-    names = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "CHATSTEP_HISTORY")
-    saved = {name: os.environ.get(name) for name in names}
-    os.environ["OPENAI_API_KEY"] = FAKE_KEY
-    os.environ["OPENAI_BASE_URL"] = default_server.base_url
-    os.environ["CHATSTEP_HISTORY"] = "off"
-    nodes = Cluster(
-        initialize_head=True,
-        head_node_args={**_NODE, "include_dashboard": False},
-    )
+    # The nodes (and the workers they start) keep the environment they were started with:
+    # set it for them only, and give the rest of the session its own back at once. Other
+    # tests' servers are named by their steps' base_url.
+    node_env = {
+        "OPENAI_API_KEY": FAKE_KEY,
+        "OPENAI_BASE_URL": default_server.base_url,
+        "CHATSTEP_HISTORY": "off",
+    }
+    saved = {name: os.environ.get(name) for name in _NODE_ENV}
+    os.environ.update(node_env)
     try:
+        nodes = Cluster(
+            initialize_head=True,
+            head_node_args={**_NODE, "include_dashboard": False},
+        )
         for _ in range(2):
             nodes.add_node(**_NODE)
         nodes.wait_for_nodes()
-        ray.init(address=nodes.address, namespace="chatstep", log_to_driver=False)
-        yield nodes
     finally:
-        ray.shutdown()
-        nodes.shutdown()
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+    try:
+        ray.init(address=nodes.address, namespace="chatstep", log_to_driver=False)
+        yield nodes
+    finally:
+        ray.shutdown()
+        nodes.shutdown()
 
 
 @pytest.fixture
-def ray_env(cluster: Cluster) -> dict[str, str]:
+def ray_env(cluster: Cluster, default_server: TestServer) -> dict[str, str]:
     """The environment of a ``chatstep map --engine ray`` subprocess on the test cluster."""
-    return {**os.environ, "RAY_ADDRESS": cluster.address}
+    return {
+        **os.environ,
+        "RAY_ADDRESS": cluster.address,
+        "OPENAI_API_KEY": FAKE_KEY,
+        "OPENAI_BASE_URL": default_server.base_url,
+        "CHATSTEP_HISTORY": "off",
+    }
 
 
 def _free_port() -> int:
