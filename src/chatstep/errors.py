@@ -29,6 +29,7 @@
     │   └── FlaggedContentError             a guarded step's input or answer was flagged (.stage)
     ├── BudgetExceededError             the next request would pass the run's cost cap (max_cost)
     ├── StorageError                    a file chatstep writes (output, journal...) failed (.path)
+    │   └── ShardLeaseError                 a map shard is leased elsewhere, or its lease was lost
     └── BackendUnavailableError         a backend cannot be used here (e.g. [local] missing)
 
 The API errors mirror the ``openai`` SDK's names and nesting, so ``except`` clauses written for
@@ -67,6 +68,7 @@ __all__ = [
     "RateLimitError",
     "SchemaMismatchError",
     "SecretNotFoundError",
+    "ShardLeaseError",
     "StorageError",
     "TemplateError",
     "TrainingDataError",
@@ -436,6 +438,11 @@ class StorageError(ChatstepError):
         self.fix = fix
         hint = f" ({fix})" if fix else ""
         super().__init__(f"{path}: {problem}{hint}")
+
+
+class ShardLeaseError(StorageError):
+    """A shard of a scaled-out map is leased by another live worker, or this worker lost its
+    lease (``path`` names the shard): it sends nothing more for that shard."""
 
 
 class BackendUnavailableError(ChatstepError):

@@ -11,12 +11,17 @@ from pathlib import Path
 
 import pytest
 
-ORCHESTRATORS = ("airflow", "prefect", "flytekit")
+ORCHESTRATORS = ("airflow", "prefect", "flytekit", "ray")
 
 
 @pytest.mark.parametrize(
     ("module", "extra"),
-    [("airflow.operators", "airflow"), ("airflow.batch", "airflow"), ("prefect", "prefect")],
+    [
+        ("airflow.operators", "airflow"),
+        ("airflow.batch", "airflow"),
+        ("prefect", "prefect"),
+        ("ray", "ray"),
+    ],
 )
 def test_integration_without_its_extra_names_the_extra(module: str, extra: str) -> None:
     if importlib.util.find_spec(extra) is not None:

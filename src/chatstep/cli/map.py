@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -17,6 +17,10 @@ from chatstep.cli.common import (
     reports_errors,
     require_rows,
 )
+from chatstep.errors import ConfigError
+
+if TYPE_CHECKING:
+    from chatstep.mapping.progress import MapStats
 
 __all__ = ["EXIT_BUDGET", "EXIT_ROWS_FAILED", "register"]
 
@@ -89,8 +93,12 @@ def map_command(
         ),
     ] = None,
     journal: Annotated[
-        Path | None,
-        typer.Option("--journal", help="Run journal (default: OUTPUT.journal.sqlite3)."),
+        str | None,
+        typer.Option(
+            "--journal",
+            help="Run journal (default: OUTPUT.journal.sqlite3; --engine ray: the directory "
+            "OUTPUT.shards/, or redis://HOST:PORT/DB for workers on several machines).",
+        ),
     ] = None,
     restart: Annotated[
         bool, typer.Option("--restart", help="Forget the journal's finished rows; start over.")
@@ -113,6 +121,32 @@ def map_command(
     no_history: Annotated[
         bool, typer.Option("--no-history", help="Do not log calls to the history.")
     ] = False,
+    engine: Annotated[
+        str,
+        typer.Option(
+            "--engine",
+            help="local (this process) or ray (shards on a Ray cluster; needs chatstep's "
+            "ray extra).",
+        ),
+    ] = "local",
+    address: Annotated[
+        str | None,
+        typer.Option("--address", help="--engine ray: the cluster (auto, HOST:PORT, ray://...)."),
+    ] = None,
+    workers: Annotated[
+        int, typer.Option("--workers", help="--engine ray: shard tasks running at once.")
+    ] = 4,
+    shard_rows: Annotated[
+        int, typer.Option("--shard-rows", help="--engine ray: rows per shard (keep it on resume).")
+    ] = 1000,
+    lease_ttl: Annotated[
+        float,
+        typer.Option(
+            "--lease-ttl",
+            help="--engine ray: seconds a shard's lease lives unrenewed (a killed worker's "
+            "shard is taken over after this).",
+        ),
+    ] = 30.0,
     progress: Annotated[
         bool | None,
         typer.Option(
@@ -130,6 +164,42 @@ def map_command(
     from chatstep.mapping.files import map_file
     from chatstep.mapping.progress import LineProgress, make_progress
 
+    if engine == "ray":
+        with reports_errors():
+            stats = _map_on_ray(
+                apply_overrides(step_file, overrides),
+                require_rows(rows, inputs),
+                output,
+                address=address,
+                workers=workers,
+                shard_rows=shard_rows,
+                budget=budget,
+                budget_fallback=budget_fallback,
+                lease_ttl=lease_ttl,
+                journal=journal,
+                restart=restart,
+                inputs=parse_inputs(inputs),
+                select=select,
+                flatten=not nested,
+                prefix=prefix,
+                concurrency=concurrency,
+                rpm=rpm,
+                tpm=tpm,
+                retry_failed=retry_failed,
+                max_cost=max_cost,
+                cache=None if no_cache else cache,
+                history=not no_history,
+            )
+        typer.echo(
+            f"{stats.done} rows done, {stats.failed} failed, {stats.from_journal} from the "
+            f"journal; {stats.requests} requests, {stats.rate_limited} rate-limited",
+            err=True,
+        )
+        _exit_for(stats)
+        return
+    if engine != "local":
+        with reports_errors():
+            raise ConfigError("--engine", f"unknown engine {engine!r}", "use local or ray")
     # --no-progress still prints the summary line at the end (also when stopped by a signal).
     shown = LineProgress(interval=math.inf) if progress is False else make_progress(progress)
     with reports_errors():
@@ -148,7 +218,7 @@ def map_command(
                 tpm=tpm,
                 budget=budget,
                 budget_fallback=budget_fallback,
-                journal=journal,
+                journal=Path(journal) if journal is not None else None,
                 restart=restart,
                 retry_failed=retry_failed,
                 max_cost=max_cost,
@@ -162,6 +232,10 @@ def map_command(
                 err=True,
             )
             raise
+    _exit_for(stats)
+
+
+def _exit_for(stats: MapStats) -> None:
     if stats.stop_reason is not None:
         typer.echo(f"stopped early: {stats.stop_reason}", err=True)
         raise typer.Exit(EXIT_BUDGET)
@@ -172,6 +246,21 @@ def map_command(
             err=True,
         )
         raise typer.Exit(EXIT_ROWS_FAILED)
+
+
+def _map_on_ray(step: Any, rows: Any, output: Path, **options: Any) -> MapStats:
+    """``map_file_ray``, imported only now: Ray is heavy, and an extra."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise ConfigError(
+            "--engine",
+            "the ray engine needs Ray, which is not installed",
+            "pip install 'chatstep[ray]'",
+        ) from None
+    from chatstep.integrations.ray.engine import map_file_ray
+
+    return map_file_ray(step, rows, output, **options)
 
 
 def register(app: typer.Typer) -> None:
