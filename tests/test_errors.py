@@ -62,7 +62,7 @@ ERROR_CLASSES = [
 
 
 def test_every_error_class_is_sampled() -> None:
-    assert len(ERROR_CLASSES) == 28
+    assert len(ERROR_CLASSES) == 29
     assert all(issubclass(cls, errors.ChatstepError) for cls in ERROR_CLASSES)
 
 

@@ -245,32 +245,46 @@ class _Clock:
 def test_pool_budget_reserves_queues_and_refills() -> None:
     clock = _Clock()
     pool = PoolBudget(clock=clock)
-    waits = [pool.take("s", 10.0, 60.0, None) for _ in range(62)]
+    waits = [pool.take("s", 10.0, 60.0, None)[0] for _ in range(62)]
     assert waits[:60] == [0.0] * 60
     assert waits[60:] == pytest.approx([1.0, 2.0])  # 1 request a second refills
     clock.now += 2.0
-    assert pool.take("s", 10.0, 60.0, None) == pytest.approx(1.0)
-    assert pool.take("other", 10.0, 60.0, None) == 0.0  # scopes are apart
+    assert pool.take("s", 10.0, 60.0, None)[0] == pytest.approx(1.0)
+    assert pool.take("other", 10.0, 60.0, None)[0] == 0.0  # scopes are apart
 
 
 def test_pool_budget_headers_only_lower_and_a_pause_empties() -> None:
     clock = _Clock()
     pool = PoolBudget(clock=clock)
     pool.learn("s", [-1, -1, 1000.0, 900.0])  # limit learned: 1,000 tokens/min, 900 left
-    assert pool.take("s", 900.0, None, None) == 0.0
+    assert pool.take("s", 900.0, None, None)[0] == 0.0
     pool.learn("s", [-1, -1, 1000.0, 1000.0])  # a late answer says "1,000 left": ignored
-    assert pool.take("s", 60.0, None, None) == pytest.approx(3.6)
+    assert pool.take("s", 60.0, None, None)[0] == pytest.approx(3.6)
     pool.learn("s", [-1, -1, 2000.0, -1])  # a higher limit is not taken either
     clock.now += 60.0  # a minute refills 1,000: the debt of 60 leaves 940
-    assert pool.take("s", 940.0, None, None) == 0.0
-    assert pool.take("s", 1.0, None, None) > 0.0
+    assert pool.take("s", 940.0, None, None)[0] == 0.0
+    assert pool.take("s", 1.0, None, None)[0] > 0.0
     pool.hold("s", 5.0)
-    assert pool.take("s", 0.0, None, None) == pytest.approx(5.0)
+    assert pool.take("s", 0.0, None, None)[0] == pytest.approx(5.0)
+
+
+def test_an_answer_lowers_to_remaining_less_what_the_pool_reserved_since() -> None:
+    clock = _Clock()
+    pool = PoolBudget(clock=clock)
+    pool.learn("s", [-1, -1, 6000.0, 6000.0])  # 6,000 tokens/min known, all left
+    _, reserved = pool.take("s", 1000.0, None, None)  # this request's totals
+    for _ in range(3):
+        pool.take("s", 1000.0, None, None)  # three more go out before its answer comes
+    # Its answer says 4,800 left (the provider charged it 1,200). The other three are not in
+    # that figure yet: the pool's level is 4,800 - 3,000, not 4,800 (which would raise it).
+    pool.learn("s", [-1, -1, 6000.0, 4800.0], 0.0, reserved)
+    assert pool.take("s", 1800.0, None, None)[0] == 0.0
+    assert pool.take("s", 100.0, None, None)[0] == pytest.approx(1.0)  # 100 a second refill
 
 
 def test_a_split_budget_gives_each_worker_its_share() -> None:
     pool = PoolBudget(divide=4, clock=_Clock())
-    waits = [pool.take("s", 0.0, 40.0, None) for _ in range(11)]
+    waits = [pool.take("s", 0.0, 40.0, None)[0] for _ in range(11)]
     assert waits[:10] == [0.0] * 10
     assert waits[10] == pytest.approx(6.0)  # 10 a minute: one every 6 s
 
@@ -295,3 +309,16 @@ def test_engine_ray_without_ray_names_the_extra(tmp_path: Path) -> None:
     assert "pip install 'chatstep[ray]'" in done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_a_shard_journal_reports_its_finished_runs(tmp_path: Path) -> None:
+    store = open_shard_journal(str(tmp_path / "shards"), "test-run")
+    try:
+        run_id = store.claim({"step": "x"}, 10, False)
+        journal = ShardRunJournal(store, "000000", [str(i) for i in range(8)], run_id=run_id)
+        for index, status in ((0, "ok"), (1, "ok"), (2, "failed"), (4, "ok"), (7, "ok")):
+            journal.record(index, "h", status, {"id": index}, 0.0)  # type: ignore[arg-type]
+        assert list(journal.finished_ranges()) == [(0, 2), (4, 4), (7, 7)]
+        assert list(journal.finished_ranges(include_failed=False)) == [(0, 1), (4, 4), (7, 7)]
+    finally:
+        store.close()

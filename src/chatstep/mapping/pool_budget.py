@@ -1,7 +1,8 @@
 """The shared rate budget's arithmetic in Python, for a pool without Redis.
 
 :class:`PoolBudget` has the methods of :class:`~chatstep.mapping.shared_budget.RedisBudget`
-(``acquire`` returns the wait, ``observe`` only lowers, ``pause`` empties the buckets) and keeps
+(``acquire`` returns the wait and the pool's reserved totals, ``observe`` only lowers,
+``pause`` empties the buckets) and keeps
 the same per-scope state the Redis script keeps, on one clock (this process's). The Ray
 engine runs one inside a detached, named actor that every worker calls
 (:mod:`chatstep.integrations.ray.budget`); alone in a process it is also the "1/N of the
@@ -24,6 +25,8 @@ class _Bucket:
     limit: float = 0.0
     level: float | None = None
     at: float | None = None
+    reserved: float = 0.0
+    """Everything ever reserved from this bucket: answers subtract what came after them."""
 
 
 @dataclass
@@ -76,29 +79,56 @@ class PoolBudget:
     def _scope(self, name: str) -> _Scope:
         return self._scopes.setdefault(name, _Scope())
 
-    def take(self, scope: str, tokens: float, rpm: float | None, tpm: float | None) -> float:
-        """Reserve one request and ``tokens`` now; the seconds to wait before sending."""
+    def take(
+        self, scope: str, tokens: float, rpm: float | None, tpm: float | None
+    ) -> tuple[float, tuple[float, float]]:
+        """Reserve one request and ``tokens`` now.
+
+        Returns the seconds to wait before sending, and the reserved totals (requests, tokens;
+        -1 while a limit is unknown) to hand back to :meth:`learn` with the answer's headers.
+        """
         state, now = self._scope(scope), self._clock()
         wait = max(0.0, state.pause - now)
-        for kind, cost, configured in (("r", 1.0, rpm or 0.0), ("t", tokens, tpm or 0.0)):
+        totals = [-1.0, -1.0]
+        for i, (kind, cost, configured) in enumerate(
+            (("r", 1.0, rpm or 0.0), ("t", tokens, tpm or 0.0))
+        ):
             bucket = self._load(state, kind, configured, now)
             if bucket is not None and bucket.level is not None:
                 bucket.level -= cost
+                bucket.reserved += cost
+                totals[i] = bucket.reserved
                 if bucket.level < 0:
                     wait = max(wait, -bucket.level * _WINDOW / bucket.limit)
-        return wait
+        return wait, (totals[0], totals[1])
 
-    def learn(self, scope: str, values: list[float]) -> None:
-        """Learn unknown (or lower) limits from header values; lower (only) the levels."""
+    def learn(
+        self,
+        scope: str,
+        values: list[float],
+        age: float = 0.0,
+        reserved: tuple[float, float] = (-1.0, -1.0),
+    ) -> None:
+        """Learn unknown (or lower) limits from header values; lower (only) the levels.
+
+        As the Redis script: the provider's level now is ``remaining`` plus its refill in the
+        ``age`` seconds since the request went, minus what the pool reserved after it (the
+        totals :meth:`take` returned for it); without them, just ``remaining``.
+        """
         state, now = self._scope(scope), self._clock()
-        for kind, (limit, remaining) in (("r", values[0:2]), ("t", values[2:4])):
+        pairs = (("r", values[0:2], reserved[0]), ("t", values[2:4], reserved[1]))
+        for kind, (limit, remaining), total in pairs:
             bucket = state.buckets[kind]
             limit /= self._divide
             if limit > 0 and (bucket.limit <= 0 or limit < bucket.limit):
                 bucket.limit = limit
             loaded = self._load(state, kind, 0.0, now)
-            if loaded is not None and loaded.level is not None and 0 <= remaining < loaded.level:
-                loaded.level = remaining
+            if loaded is None or loaded.level is None or remaining < 0:
+                continue
+            level = remaining
+            if total >= 0:
+                level += max(0.0, age) * loaded.limit / _WINDOW - (loaded.reserved - total)
+            loaded.level = min(loaded.level, level)
 
     def hold(self, scope: str, seconds: float) -> None:
         """Pause the scope for ``seconds`` and empty its buckets (after a 429)."""
@@ -116,13 +146,19 @@ class PoolBudget:
 
     async def acquire(
         self, scope: str, tokens: float, *, rpm: float | None, tpm: float | None
-    ) -> float:
+    ) -> tuple[float, tuple[float, float]]:
         return self.take(scope, tokens, rpm, tpm)
 
-    async def observe(self, scope: str, headers: Mapping[str, str]) -> None:
+    async def observe(
+        self,
+        scope: str,
+        headers: Mapping[str, str],
+        age: float = 0.0,
+        reserved: tuple[float, float] = (-1.0, -1.0),
+    ) -> None:
         values = header_values(headers)
         if any(v >= 0 for v in values):
-            self.learn(scope, values)
+            self.learn(scope, values, age, reserved)
 
     async def pause(self, scope: str, seconds: float) -> None:
         self.hold(scope, seconds)

@@ -329,6 +329,23 @@ class ShardRunJournal(RunJournal):
             if done is not None:
                 yield JournalEntry(index, done.status, done.input_hash, done.record_json)
 
+    def finished_ranges(self, *, include_failed: bool = True) -> Iterator[tuple[int, int]]:
+        """(first, last) index of each run of finished rows (a shard's rows are few: a scan)."""
+        statuses = ("ok", "failed") if include_failed else ("ok",)
+        first = last = -1
+        for index, key in enumerate(self.keys):
+            done = self._finished.get(key)
+            if done is None or done.status not in statuses:
+                continue
+            if first >= 0 and index == last + 1:
+                last = index
+                continue
+            if first >= 0:
+                yield first, last
+            first = last = index
+        if first >= 0:
+            yield first, last
+
     def record(
         self,
         index: int,

@@ -38,11 +38,15 @@ class _BudgetActor:
     def __init__(self) -> None:
         self._pool = PoolBudget()
 
-    async def take(self, scope: str, tokens: float, rpm: float, tpm: float) -> float:
+    async def take(
+        self, scope: str, tokens: float, rpm: float, tpm: float
+    ) -> tuple[float, tuple[float, float]]:
         return self._pool.take(scope, tokens, rpm, tpm)
 
-    async def learn(self, scope: str, values: list[float]) -> None:
-        self._pool.learn(scope, values)
+    async def learn(
+        self, scope: str, values: list[float], age: float, reserved: tuple[float, float]
+    ) -> None:
+        self._pool.learn(scope, values, age, reserved)
 
     async def hold(self, scope: str, seconds: float) -> None:
         self._pool.hold(scope, seconds)
@@ -105,13 +109,20 @@ class ActorBudget:
 
     async def acquire(
         self, scope: str, tokens: float, *, rpm: float | None, tpm: float | None
-    ) -> float:
-        return float(await self._call("take", scope, tokens, rpm or 0.0, tpm or 0.0))
+    ) -> tuple[float, tuple[float, float]]:
+        wait, (requests, reserved) = await self._call("take", scope, tokens, rpm or 0.0, tpm or 0.0)
+        return float(wait), (float(requests), float(reserved))
 
-    async def observe(self, scope: str, headers: Mapping[str, str]) -> None:
+    async def observe(
+        self,
+        scope: str,
+        headers: Mapping[str, str],
+        age: float = 0.0,
+        reserved: tuple[float, float] = (-1.0, -1.0),
+    ) -> None:
         values = header_values(headers)
         if any(v >= 0 for v in values):
-            await self._call("learn", scope, values)
+            await self._call("learn", scope, values, age, reserved)
 
     async def pause(self, scope: str, seconds: float) -> None:
         await self._call("hold", scope, seconds)
