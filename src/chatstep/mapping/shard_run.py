@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from chatstep.mapping.journal import row_hash
 from chatstep.mapping.leases import DEFAULT_LEASE_TTL, Lease
@@ -24,7 +24,7 @@ from chatstep.mapping.options import MapOptions, step_definition
 from chatstep.mapping.pool_budget import PoolBudget
 from chatstep.mapping.run import MapRun
 from chatstep.mapping.shards import ShardJournalStore, ShardRunJournal
-from chatstep.mapping.shared_budget import RedisBudget, SharedRateLimiter
+from chatstep.mapping.shared_budget import RateBudget, SharedRateLimiter
 
 if TYPE_CHECKING:
     from chatstep.core.connection import Connection
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 __all__ = ["BudgetClient", "LeasedRateLimiter", "ShardOutcome", "run_definition", "run_shard"]
 
 #: What a shared budget offers the limiter: RedisBudget, PoolBudget, the Ray budget actor.
-BudgetClient = Any
+BudgetClient = RateBudget
 
 
 class LeasedRateLimiter(SharedRateLimiter):
@@ -46,7 +46,7 @@ class LeasedRateLimiter(SharedRateLimiter):
     """
 
     def __init__(self, budget: BudgetClient, lease: Lease | None, **options: Any) -> None:
-        super().__init__(cast("RedisBudget", budget), **options)
+        super().__init__(budget, **options)
         self.lease = lease
 
     async def before_send(self, request: Request, conn: Connection) -> None:
@@ -66,11 +66,17 @@ class _KeptOpen:
 
     async def acquire(
         self, scope: str, tokens: float, *, rpm: float | None, tpm: float | None
-    ) -> float:
-        return float(await self.budget.acquire(scope, tokens, rpm=rpm, tpm=tpm))
+    ) -> tuple[float, tuple[float, float]]:
+        return await self.budget.acquire(scope, tokens, rpm=rpm, tpm=tpm)
 
-    async def observe(self, scope: str, headers: Mapping[str, str]) -> None:
-        await self.budget.observe(scope, headers)
+    async def observe(
+        self,
+        scope: str,
+        headers: Mapping[str, str],
+        age: float = 0.0,
+        reserved: tuple[float, float] = (-1.0, -1.0),
+    ) -> None:
+        await self.budget.observe(scope, headers, age, reserved)
 
     async def pause(self, scope: str, seconds: float) -> None:
         await self.budget.pause(scope, seconds)

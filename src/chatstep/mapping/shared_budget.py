@@ -33,7 +33,7 @@ import contextlib
 import hashlib
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from chatstep.errors import APIError, ConfigError, StorageError
 from chatstep.mapping.ratelimit import RateLimiter
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from chatstep.core.connection import Connection
     from chatstep.core.request import Request
 
-__all__ = ["RedisBudget", "SharedRateLimiter", "budget_scope"]
+__all__ = ["RateBudget", "RedisBudget", "SharedRateLimiter", "budget_scope"]
 
 _KEY_PREFIX = "chatstep:budget:"
 _TTL_MS = 15 * 60 * 1000  # a scope nobody used for 15 minutes is forgotten (refilled anyway)
@@ -140,6 +140,35 @@ def _number(headers: Mapping[str, str], name: str) -> float:
         return float(headers[name])
     except (KeyError, ValueError):
         return -1.0
+
+
+class RateBudget(Protocol):
+    """What a pool's shared budget offers: :class:`RedisBudget`, or the Ray engine's
+    :class:`~chatstep.mapping.pool_budget.PoolBudget` and budget actor."""
+
+    async def check(self) -> None:
+        """Raise :class:`StorageError` unless the budget answers."""
+
+    async def acquire(
+        self, scope: str, tokens: float, *, rpm: float | None, tpm: float | None
+    ) -> tuple[float, tuple[float, float]]:
+        """Reserve one request and ``tokens``: seconds to wait, and the pool's reserved totals."""
+        ...
+
+    async def observe(
+        self,
+        scope: str,
+        headers: Mapping[str, str],
+        age: float = 0.0,
+        reserved: tuple[float, float] = (-1.0, -1.0),
+    ) -> None:
+        """Lower (only) the shared levels from an answer's ``x-ratelimit-*`` headers."""
+
+    async def pause(self, scope: str, seconds: float) -> None:
+        """Pause the whole pool for ``seconds`` after a 429."""
+
+    async def aclose(self) -> None:
+        """Release the connection (if any)."""
 
 
 class RedisBudget:
@@ -241,7 +270,7 @@ class SharedRateLimiter(RateLimiter):
     token charge ratio; the waiting is decided by the shared buckets.
     """
 
-    def __init__(self, budget: RedisBudget, *, fallback: int | None = None, **options: Any) -> None:
+    def __init__(self, budget: RateBudget, *, fallback: int | None = None, **options: Any) -> None:
         super().__init__(**options)
         self.budget = budget
         self.fallback = fallback
