@@ -7,43 +7,40 @@
 
 :class:`AsyncRunner` holds what is shared between calls (backends and their connection pools, the
 cache, the history log, the limiter); :mod:`chatstep.core.calls` runs one step with a throwaway one.
+Each arrow's work lives in its own module: :mod:`~chatstep.core.render` and
+:mod:`~chatstep.core.request` (prepare), :mod:`~chatstep.core.sending` (retry loop and endpoint
+dispatch), :mod:`~chatstep.core.stream_reply` (the stream path and cache replay),
+:mod:`~chatstep.core.reply_result` (Reply to priced result), :mod:`~chatstep.core.call_accounting`
+(budget hold/settle and the history row).
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from chatstep.accounting.context import check_context_window, context_window_for
-from chatstep.accounting.pricing import Cost
 from chatstep.backends.base import Backend, Reply
+from chatstep.core.call_accounting import history_entry, reserve_worst_case, settle_cost
 from chatstep.core.connection import BackendPool, Connection, for_local_model, resolve_connection
-from chatstep.core.deadlines import within
 from chatstep.core.fallbacks import has_fallbacks, send_with_fallbacks
 from chatstep.core.guard import has_guard, send_guarded
 from chatstep.core.render import make_context, render_step
+from chatstep.core.reply_result import build_result, priced_result
 from chatstep.core.request import Request, build_request
 from chatstep.core.response_check import check_response
-from chatstep.core.result import AnyResult, EmbeddingResult, ModerationResult, StepResult
-from chatstep.core.retry import RetryLoop, RetryPolicy
-from chatstep.core.streaming import ChunkAssembler, Delta
-from chatstep.core.structured_output import parse_json_output
-from chatstep.core.text_completion import TextChunkAssembler, text_backend
-from chatstep.errors import (
-    APIConnectionError,
-    APIError,
-    APITimeoutError,
-    ConfigError,
-    InvalidResponseError,
-)
+from chatstep.core.result import AnyResult, StepResult
+from chatstep.core.retry import RetryPolicy
+from chatstep.core.sending import send_with_retry
+from chatstep.core.stream_reply import DeltaCallback, replay
+from chatstep.errors import APIError, ConfigError
 from chatstep.steps.definitions import ChatCompletion, Step
 from chatstep.steps.loading import StepSource, load_step
 from chatstep.storage.cache import ResponseCache, cache_key, open_cache
-from chatstep.storage.history import History, HistoryEntry
+from chatstep.storage.history import History
 from chatstep.storage.history_writer import HistoryWriter
 
 if TYPE_CHECKING:
@@ -53,7 +50,6 @@ if TYPE_CHECKING:
 __all__ = ["AsyncRunner", "CallHooks", "DeltaCallback", "StepSource", "as_step"]
 
 T = TypeVar("T")
-DeltaCallback = Callable[[Delta], Any]
 
 
 class CallHooks(Protocol):
@@ -68,36 +64,8 @@ class CallHooks(Protocol):
     ) -> None: ...
 
 
-@dataclass
-class _Attempt:
-    delivered: bool = False
-
-
 as_step = load_step
 """A step object from a step, a YAML/JSON path, or a mapping (``loading.load_step``)."""
-
-
-async def _deliver(on_delta: DeltaCallback | None, delta: Delta) -> None:
-    if on_delta is None:
-        return
-    outcome = on_delta(delta)
-    if inspect.isawaitable(outcome):
-        await outcome
-
-
-async def _replay(response: dict[str, Any], on_delta: DeltaCallback | None) -> None:
-    # A cached answer streams as one delta per choice, so stream consumers still see the text.
-    if on_delta is None:
-        return
-    for choice in response.get("choices") or []:
-        message = choice.get("message") or {}
-        delta = Delta(
-            choice=int(choice.get("index", 0)),
-            content=message.get("content") if "message" in choice else choice.get("text"),
-            tool_calls=message.get("tool_calls"),
-            finish_reason=choice.get("finish_reason"),
-        )
-        await _deliver(on_delta, delta)
 
 
 def _valid_answer(request: Request, body: dict[str, Any]) -> bool:
@@ -107,17 +75,6 @@ def _valid_answer(request: Request, body: dict[str, Any]) -> bool:
     except APIError:
         return False
     return True
-
-
-def _mirror_function_call(response: dict[str, Any]) -> None:
-    # Steps written for legacy function calling read message.function_call; the request used
-    # tools, so the first tool call is mirrored there.
-    for choice in response.get("choices") or []:
-        message = choice.get("message") or {}
-        calls = message.get("tool_calls") or []
-        if calls and not message.get("function_call"):
-            fn = calls[0].get("function") or {}
-            message["function_call"] = {"name": fn.get("name"), "arguments": fn.get("arguments")}
 
 
 def _table_window(price_table: Any, model: str) -> int | None:
@@ -353,12 +310,16 @@ class AsyncRunner:
             if isinstance(exc, APIError) and isinstance(exc.result, Reply):
                 # A stream cut midway: what arrived was billed; account for it.
                 latency_ms = (time.perf_counter() - started) * 1000
-                exc.result = self._priced(step, request, exc.result, 1, latency_ms, conn)
+                exc.result = priced_result(
+                    self.price_table, step, request, exc.result, 1, latency_ms, conn
+                )
             raise
         finally:
             latency_ms = (time.perf_counter() - started) * 1000
-            self._settle(held, result, error)
-            await self._record(step, request, conn, result, error, latency_ms)
+            settle_cost(self.budget, held, result, error)
+            if self.history.writes_enabled:
+                entry = history_entry(step, request, conn, result, error, latency_ms, self.run_id)
+                self._history_writer.submit(entry)
             for hook in self.hooks:
                 await hook.after_result(step, request, result, error)
 
@@ -375,46 +336,24 @@ class AsyncRunner:
         if cache is not None and key is not None:
             hit = cache.get(key)
             if hit is not None and _valid_answer(request, hit):
-                await _replay(hit, on_delta)
+                await replay(hit, on_delta)
                 latency_ms = (time.perf_counter() - started) * 1000
-                return self._result(step, request, Reply(hit), 0, latency_ms, conn, cached=True)
-        held.append(self._reserve(step, request, conn))
+                hit_reply = Reply(hit)
+                return build_result(
+                    self.price_table, step, request, hit_reply, 0, latency_ms, conn, cached=True
+                )
+        held.append(reserve_worst_case(self.budget, self.price_table, step, request, conn))
         backend = self.backend_for(conn)
         policy = replace(self.retry, max_retries=conn.max_retries)
-        reply, attempts = await self._send_with_retry(backend, request, conn, policy, on_delta)
+        reply, attempts = await send_with_retry(
+            backend, request, conn, policy, on_delta, hooks=self.hooks, sleep=self.sleep
+        )
         latency_ms = (time.perf_counter() - started) * 1000
-        result = self._result(step, request, reply, attempts, latency_ms, conn)
+        result = build_result(self.price_table, step, request, reply, attempts, latency_ms, conn)
         if cache is not None and key is not None:
             ttl = step.cache_ttl if isinstance(step.cache_ttl, float | int) else self.cache_ttl
             cache.set(key, reply.body, ttl)
         return result
-
-    def _reserve(self, step: Step, request: Request, conn: Connection) -> float:
-        """Hold the request's worst case in the budget, or refuse it (BudgetExceededError)."""
-        if self.budget.limit is None:
-            return 0.0
-        from chatstep.accounting.budget import worst_case_cost
-
-        estimate = worst_case_cost(self.price_table, request, conn, field="max_cost")
-        if not self.budget.try_reserve(estimate):
-            what = f"the next request (step {step.id!r})" if step.id else "the next request"
-            raise self.budget.exceeded(estimate, what)
-        return estimate
-
-    def _settle(self, held: list[float], result: AnyResult | None, error: Exception | None) -> None:
-        """Release a held worst case and spend the call's actual cost (paid answers included)."""
-        if result is None and error is not None:
-            result = getattr(error, "result", None)
-        cost = getattr(result, "cost", None) if result is not None else None
-        spent = (
-            float(cost)
-            if isinstance(cost, int | float) and not getattr(result, "cached", 0)
-            else 0.0
-        )
-        if held:
-            self.budget.settle(held[0], spent)
-        else:
-            self.budget.spent += spent
 
     def _cache_for(
         self, step: Step, request: Request, conn: Connection
@@ -426,218 +365,6 @@ class AsyncRunner:
             self._cache = open_cache(self._cache_spec)
         where = conn.base_url or ("local://embedded" if conn.backend == "local" else None)
         return self._cache, cache_key(request.endpoint, request.body, where)
-
-    async def _record(
-        self,
-        step: Step,
-        request: Request,
-        conn: Connection,
-        result: AnyResult | None,
-        error: Exception | None,
-        latency_ms: float,
-    ) -> None:
-        if not self.history.writes_enabled:
-            return
-        if result is None and error is not None:
-            # An answer that failed chatstep's checks (or a cut stream) was still paid for.
-            received = getattr(error, "result", None)
-            if isinstance(received, StepResult | EmbeddingResult | ModerationResult):
-                result = received
-        breakdown = result.cost_breakdown if result is not None else None
-        entry = HistoryEntry.from_exchange(
-            request.endpoint,
-            request.body,
-            result.response if result is not None else None,
-            step=step.id,
-            base_url=conn.base_url or ("local" if conn.backend == "local" else None),
-            latency_ms=result.latency_ms if result is not None else latency_ms,
-            cost_usd=result.cost if result is not None else None,
-            cached=bool(result is not None and result.cached),
-            error=f"{type(error).__name__}: {error}" if error is not None else None,
-            run_id=self.run_id,
-            cost_breakdown=breakdown.to_dict() if breakdown is not None else None,
-            usage_estimated=bool(result is not None and result.usage_estimated),
-        )
-        self._history_writer.submit(entry)
-
-    async def _send_with_retry(
-        self,
-        backend: Backend,
-        request: Request,
-        conn: Connection,
-        policy: RetryPolicy,
-        on_delta: DeltaCallback | None,
-    ) -> tuple[Reply, int]:
-        state = _Attempt()
-
-        async def attempt() -> Reply:
-            state.delivered = False
-            for hook in self.hooks:
-                await hook.before_send(request, conn)
-            return await self._send(
-                backend, request, conn.timeout, on_delta, state, conn.stream_timeout
-            )
-
-        loop: RetryLoop[Reply] = RetryLoop(
-            policy, sleep=self.sleep, may_retry=lambda: not state.delivered
-        )
-        reply = await loop.run(attempt)
-        for hook in self.hooks:
-            await hook.after_reply(request, conn, reply)
-        return reply, loop.attempts
-
-    async def _send(
-        self,
-        backend: Backend,
-        request: Request,
-        timeout: float,
-        on_delta: DeltaCallback | None,
-        state: _Attempt,
-        stream_timeout: float | None = None,
-    ) -> Reply:
-        body = request.body
-        if request.endpoint == "completions" and not body.get("stream"):
-            reply = await text_backend(backend).complete_text(body, timeout=timeout)
-        elif request.endpoint == "embeddings":
-            reply = await backend.embed(body, timeout=timeout)
-        elif request.endpoint == "moderations":
-            reply = await backend.moderate(body, timeout=timeout)
-        elif not body.get("stream"):
-            reply = await backend.complete(body, timeout=timeout)
-        elif stream_timeout is None:
-            reply = await self._stream(backend, request, timeout, on_delta, state)
-        else:
-            try:
-                reply = await within(
-                    stream_timeout, self._stream(backend, request, timeout, on_delta, state)
-                )
-            except asyncio.TimeoutError:
-                raise APITimeoutError(
-                    f"POST {request.path}: the stream did not finish within "
-                    f"stream_timeout ({stream_timeout:g} s)"
-                ) from None
-        # Whatever the backend, a success that is not an answer never goes further.
-        check_response(request.endpoint, reply.body, f"POST {request.path}")
-        return reply
-
-    async def _stream(
-        self,
-        backend: Backend,
-        request: Request,
-        timeout: float,
-        on_delta: DeltaCallback | None,
-        state: _Attempt,
-    ) -> Reply:
-        body = request.body
-        assembler: ChunkAssembler | TextChunkAssembler
-        if request.endpoint == "completions":
-            streamed = await text_backend(backend).stream_text(body, timeout=timeout)
-            assembler = TextChunkAssembler()
-        else:
-            streamed = await backend.stream(body, timeout=timeout)
-            assembler = ChunkAssembler()
-        async for chunk in streamed.chunks:
-            for delta in assembler.add(chunk):
-                if on_delta is not None:
-                    # Once a caller has seen part of an answer, a retry would show it twice.
-                    state.delivered = True
-                    await _deliver(on_delta, delta)
-        if not assembler.has_choices:
-            raise InvalidResponseError(
-                f"POST {request.path}: the stream ended without any choice "
-                f"({assembler.chunks} events); the server sent no answer, so it is retried"
-            )
-        response = assembler.response()
-        estimated = "usage" not in response
-        if estimated:
-            # The server sent no usage (no include_usage, or the stream was cut): count it.
-            from chatstep.accounting.usage import local_usage
-
-            response["usage"] = local_usage(body, response)
-        reply = Reply(response, streamed.headers, usage_estimated=estimated)
-        if not assembler.finished:
-            error = APIConnectionError(
-                f"POST {request.path}: the stream ended before the answer finished"
-            )
-            if assembler.chunks:
-                error.result = reply  # priced by execute(); it was billed
-            raise error
-        return reply
-
-    def _cost(self, model: str, usage: dict[str, Any], local: bool, estimated: bool) -> Cost | None:
-        if self.price_table is None or not usage:
-            return None
-        cost = self.price_table.cost(model, usage, local=local, estimated=estimated)
-        return cost if isinstance(cost, Cost) else None
-
-    def _priced(
-        self,
-        step: Step,
-        request: Request,
-        reply: Reply,
-        attempts: int,
-        latency_ms: float,
-        conn: Connection,
-    ) -> AnyResult:
-        """A result for an answer that is not checked (a cut stream): response, usage, cost."""
-        usage = reply.body.get("usage") if isinstance(reply.body.get("usage"), dict) else {}
-        model = str(reply.body.get("model") or request.model)
-        cost = self._cost(model, usage or {}, conn.backend == "local", reply.usage_estimated)
-        return StepResult(
-            response=reply.body,
-            request=request,
-            step_id=step.id,
-            latency_ms=latency_ms,
-            attempts=attempts,
-            headers=dict(reply.headers),
-            cost=None if cost is None else cost.total_usd,
-            cost_breakdown=cost,
-            usage_estimated=reply.usage_estimated,
-        )
-
-    def _result(
-        self,
-        step: Step,
-        request: Request,
-        reply: Reply,
-        attempts: int,
-        latency_ms: float,
-        conn: Connection,
-        *,
-        cached: bool = False,
-    ) -> AnyResult:
-        response = reply.body
-        common: dict[str, Any] = {
-            "response": response,
-            "request": request,
-            "step_id": step.id,
-            "latency_ms": latency_ms,
-            "attempts": attempts,
-            "headers": dict(reply.headers),
-            "cached": cached,
-        }
-        usage = response.get("usage") if isinstance(response.get("usage"), dict) else {}
-        model = str(response.get("model") or request.model)
-        # A cache hit was paid for once already: it costs nothing now.
-        local = conn.backend == "local"
-        cost = Cost() if cached else self._cost(model, usage or {}, local, reply.usage_estimated)
-        common["cost"] = None if cost is None else cost.total_usd
-        common["cost_breakdown"] = cost
-        common["usage_estimated"] = reply.usage_estimated
-        if request.endpoint == "embeddings":
-            return EmbeddingResult(**common)
-        if request.endpoint == "moderations":
-            return ModerationResult(**common)
-        if request.endpoint == "completions":
-            return StepResult(**common)  # .content is choices[0].text
-        assert isinstance(step, ChatCompletion)
-        if step.functions:
-            _mirror_function_call(response)
-        result = StepResult(**common)
-        parsed = parse_json_output(result, request.body.get("response_format"))
-        if parsed:
-            result.parsed = parsed[0]
-        return result
 
     async def list_models(self, step: StepSource | None = None) -> list[dict[str, Any]]:
         """Models the connection offers (``step`` gives connection settings; else defaults)."""

@@ -31,7 +31,6 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,12 +38,9 @@ from chatstep.accounting.budget import CostBudget, worst_case_cost
 from chatstep.core.runner import AsyncRunner
 from chatstep.errors import (
     APIError,
-    AuthenticationError,
     BudgetExceededError,
     ChatstepError,
     ConfigError,
-    NotFoundError,
-    PermissionDeniedError,
     StorageError,
 )
 from chatstep.mapping.columns import OutputShape, error_record, result_record
@@ -67,13 +63,11 @@ from chatstep.mapping.options import (
 from chatstep.mapping.progress import MapProgress, MapStats
 from chatstep.mapping.ratelimit import RateLimiter, observe_failures
 from chatstep.mapping.resume import JournaledRows, input_changed, read_again, resumed_rows
+from chatstep.mapping.row_jobs import ReadySlot, RowJob, RunContext, is_fatal
 from chatstep.mapping.shared_budget import RedisBudget, SharedRateLimiter
-from chatstep.steps.definitions import Step
 
 if TYPE_CHECKING:
     from chatstep.accounting.pricing import PriceTable
-    from chatstep.core.connection import Connection
-    from chatstep.core.request import Request
     from chatstep.core.result import AnyResult
 
 __all__ = ["MapOptions", "MapRun", "MapStats", "MappedRows", "amap_step", "map_step"]
@@ -81,39 +75,6 @@ __all__ = ["MapOptions", "MapRun", "MapStats", "MappedRows", "amap_step", "map_s
 _PROGRESS_TICK = 0.25
 # Journal rows handed out between two turns of the event loop (so that sending goes on).
 _HAND_OUT_TURN = 256
-
-
-@dataclass
-class _Job:
-    index: int
-    row: Mapping[str, Any]
-    input_hash: str
-    step: Step
-    request: Request
-    conn: Connection
-    reserved: float = 0.0
-
-
-@dataclass
-class _Slot:
-    """A finished row waiting for its turn: its record, or the journal's record as JSON text.
-
-    ``stop``: the run ends before this row (``--max-cost``, or an error that stops the run).
-    """
-
-    row: Mapping[str, Any]
-    record: dict[str, Any] | None = None
-    journal_json: str | None = None
-    stop: bool = False
-
-
-def _is_fatal(error: APIError) -> bool:
-    """Errors every other row would meet too: stop the run rather than fail each row."""
-    if isinstance(error, AuthenticationError | PermissionDeniedError):
-        return True
-    if isinstance(error, NotFoundError) and error.code in ("model_not_found", None):
-        return True
-    return error.status_code == 429 and error.code == "insufficient_quota"
 
 
 class MapRun:
@@ -152,7 +113,7 @@ class MapRun:
         self._runner = runner
         self._progress = progress
         self._price_table = price_table
-        self._ready: dict[int, _Slot] = {}
+        self._ready: dict[int, ReadySlot] = {}
         self._changed = asyncio.Event()
         self._failure: BaseException | None = None
         self._produced: int | None = None
@@ -223,9 +184,9 @@ class MapRun:
                 self.stats.journaled = journal.count()
                 self.stats.journal_cost = journal.spent()
             budget = CostBudget(self.options.max_cost, spent=self.stats.journal_cost)
-            queue: asyncio.Queue[_Job | None] = asyncio.Queue(maxsize=self.options.concurrency)
+            queue: asyncio.Queue[RowJob | None] = asyncio.Queue(maxsize=self.options.concurrency)
             window = asyncio.Semaphore(self.options.window)
-            ctx = _RunContext(runner, journal, budget, JournalCursor(journal))
+            ctx = RunContext(runner, journal, budget, JournalCursor(journal))
             journaled = self._resume_from(ctx)
             tasks.append(asyncio.ensure_future(self._guard(self._produce(ctx, queue, window))))
             for _ in range(self.options.concurrency):
@@ -254,7 +215,7 @@ class MapRun:
             finally:
                 self.close()
 
-    def _resume_from(self, ctx: _RunContext) -> JournaledRows | None:
+    def _resume_from(self, ctx: RunContext) -> JournaledRows | None:
         """Skip the journal's finished rows unread, if the rows can be read twice."""
         journal = ctx.journal
         again = read_again(self.rows) if journal is not None and self.stats.journaled else None
@@ -330,12 +291,12 @@ class MapRun:
             self.stats.failed += 1
         return self.shape.row(row, entry.record())
 
-    def _put(self, index: int, slot: _Slot) -> None:
+    def _put(self, index: int, slot: ReadySlot) -> None:
         self._ready[index] = slot
         self._changed.set()
 
     async def _produce(
-        self, ctx: _RunContext, queue: asyncio.Queue[_Job | None], window: asyncio.Semaphore
+        self, ctx: RunContext, queue: asyncio.Queue[RowJob | None], window: asyncio.Semaphore
     ) -> None:
         index = -1
         rows = (
@@ -354,7 +315,7 @@ class MapRun:
                     self._changed.set()
                 await window.acquire()
                 if ctx.abort is not None:
-                    self._put(index, _Slot(row, stop=True))
+                    self._put(index, ReadySlot(row, stop=True))
                     break
                 if not isinstance(row, Mapping):
                     raise ConfigError("rows", f"row {index} is a {type(row).__name__}, not a dict")
@@ -363,7 +324,7 @@ class MapRun:
                     continue
                 if isinstance(job, str):
                     self.stats.stop_reason = job
-                    self._put(index, _Slot(row, stop=True))
+                    self._put(index, ReadySlot(row, stop=True))
                     break
                 await queue.put(job)
             self._produced = index + 1
@@ -376,8 +337,8 @@ class MapRun:
             self._changed.set()
 
     async def _admit(
-        self, ctx: _RunContext, index: int, row: Mapping[str, Any]
-    ) -> _Job | str | None:
+        self, ctx: RunContext, index: int, row: Mapping[str, Any]
+    ) -> RowJob | str | None:
         """A job to send; None when the row finished without a request; a reason to stop."""
         input_hash = row_hash(row)
         earlier = ctx.finished.lookup(index)
@@ -391,7 +352,7 @@ class MapRun:
                     self.stats.done += 1
                 else:
                     self.stats.failed += 1
-                self._put(index, _Slot(row, journal_json=earlier.record_json))
+                self._put(index, ReadySlot(row, journal_json=earlier.record_json))
                 return None
         try:
             inputs = {**self.options.inputs, **row} if self.options.inputs else row
@@ -399,7 +360,7 @@ class MapRun:
         except ChatstepError as exc:
             self._finish(ctx, index, row, input_hash, None, exc, None)
             return None
-        job = _Job(index, row, input_hash, rendered, request, conn)
+        job = RowJob(index, row, input_hash, rendered, request, conn)
         if ctx.budget.limit is not None:
             estimate = worst_case_cost(ctx.runner.price_table, request, conn)
             if not await ctx.budget.reserve(estimate):
@@ -411,10 +372,10 @@ class MapRun:
             job.reserved = estimate
         return job
 
-    async def _work(self, ctx: _RunContext, queue: asyncio.Queue[_Job | None]) -> None:
+    async def _work(self, ctx: RunContext, queue: asyncio.Queue[RowJob | None]) -> None:
         while (job := await queue.get()) is not None:
             if ctx.abort is not None:
-                self._put(job.index, _Slot(job.row, stop=True))
+                self._put(job.index, ReadySlot(job.row, stop=True))
                 continue
             result: AnyResult | None = None
             error: Exception | None = None
@@ -422,7 +383,7 @@ class MapRun:
                 result = await ctx.runner.execute(job.step, job.request, job.conn)
             except APIError as exc:
                 error = exc
-                if _is_fatal(exc):
+                if is_fatal(exc):
                     ctx.abort = exc
                     if self._failure is None:
                         self._failure = exc
@@ -441,19 +402,19 @@ class MapRun:
             if ctx.abort is error and error is not None:
                 if ctx.budget.limit is not None:
                     ctx.budget.settle(job.reserved, 0.0)
-                self._put(job.index, _Slot(job.row, stop=True))
+                self._put(job.index, ReadySlot(job.row, stop=True))
                 continue
             self._finish(ctx, job.index, job.row, job.input_hash, result, error, job)
 
     def _finish(
         self,
-        ctx: _RunContext,
+        ctx: RunContext,
         index: int,
         row: Mapping[str, Any],
         input_hash: str,
         result: AnyResult | None,
         error: Exception | None,
-        job: _Job | None,
+        job: RowJob | None,
     ) -> None:
         """Record a finished row (journal first), then make it ready to hand out."""
         if result is not None:
@@ -478,7 +439,7 @@ class MapRun:
             self.stats.tokens += int(usage.get("total_tokens") or 0)
         if job is not None and ctx.budget.limit is not None:
             ctx.budget.settle(job.reserved, cost)
-        self._put(index, _Slot(row, record=record))
+        self._put(index, ReadySlot(row, record=record))
 
 
 def _make_limiter(options: MapOptions) -> RateLimiter:
@@ -489,18 +450,6 @@ def _make_limiter(options: MapOptions) -> RateLimiter:
     return SharedRateLimiter(
         RedisBudget(options.budget), fallback=options.budget_fallback, rpm=rpm, tpm=tpm, learn=learn
     )
-
-
-@dataclass
-class _RunContext:
-    runner: AsyncRunner
-    journal: RunJournal | None
-    budget: CostBudget
-    finished: JournalCursor
-    """The journal's finished rows, read in input order beside the input."""
-    abort: APIError | BudgetExceededError | StorageError | None = None
-    skip: FinishedRanges | None = None
-    """Resuming from rows read twice: the rows the producer skips (the journal has them)."""
 
 
 def amap_step(
