@@ -187,7 +187,7 @@ def _tool_call_problems(where: str, calls: Any) -> list[Problem]:
         arguments = function.get("arguments")
         try:
             parsed = json.loads(arguments) if isinstance(arguments, str) else None
-        except ValueError as exc:
+        except json.JSONDecodeError as exc:
             out.append(
                 Problem(
                     f"{at}.function.arguments",
