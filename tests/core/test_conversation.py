@@ -307,3 +307,30 @@ def test_a_strategy_or_model_given_on_load_is_kept(openai_env: TestServer) -> No
         assert again.name == "notes"
         again.send("y")
     assert openai_env.requests[-1].body["model"] == "gpt-4.1-mini"
+
+
+def test_a_new_turn_before_the_tool_results_is_refused_before_sending(
+    openai_env: TestServer,
+) -> None:
+    # The API answers such a request with a 400, turn after turn: the conversation was stuck.
+    call = {"id": "call_7", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    openai_env.enqueue(Respond(tool_calls=[call]))
+    with Conversation("gpt-4o-mini") as chat:
+        chat.send("use the tool")
+        sent = len(openai_env.requests)
+        with pytest.raises(ConfigError, match=r"call_7.*add_message"):
+            chat.send("never mind")
+        assert len(openai_env.requests) == sent
+        chat.add_message({"role": "tool", "tool_call_id": "call_7", "content": "42"})
+        chat.send(None)
+        assert chat.send("thanks").content == "echo: thanks"
+
+
+@pytest.mark.parametrize("cid", ["", "   ", "%", "_", "0_", "01%"])
+def test_a_cid_is_matched_literally_never_as_a_pattern(openai_env: TestServer, cid: str) -> None:
+    with Conversation("gpt-4o-mini") as chat:
+        chat.send("hello")
+    with pytest.raises(ConfigError, match="cid"):
+        Conversation.load(cid)
+    with Conversation.load(f" {chat.id[:6]} ") as again:  # a pasted prefix, spaces and all
+        assert again.id == chat.id

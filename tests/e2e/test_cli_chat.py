@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from chatstep.cli.app import app
@@ -236,3 +237,25 @@ def test_chat_refuses_options_it_would_ignore(openai_env: TestServer) -> None:
         assert out.exit_code == EXIT_CODES["config"], args
         assert "Traceback" not in out.output
     assert len(openai_env.requests) == 1
+
+
+def test_continuing_with_history_off_says_why_there_is_nothing(
+    openai_env: TestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # It said "there is no stored conversation yet" right after `chatstep prompt` had run.
+    monkeypatch.setenv("CHATSTEP_HISTORY", "off")
+    assert runner.invoke(app, ["prompt", "hi"]).exit_code == 0
+    for args in (["prompt", "-c", "again"], ["prompt", "--cid", "01", "again"], ["chat", "-c"]):
+        out = runner.invoke(app, args, input="x\n")
+        assert out.exit_code == EXIT_CODES["config"], args
+        assert "CHATSTEP_HISTORY is off" in out.stderr
+    assert len(openai_env.requests) == 1
+
+
+def test_piped_invalid_utf8_names_the_line(openai_env: TestServer) -> None:
+    out = runner.invoke(app, ["chat"], input=b"hello\n\n   \n\xff\xfe bad\n")
+    assert out.exit_code == EXIT_CODES["config"], out.output
+    assert "line 4" in out.stderr
+    assert "UTF-8" in out.stderr
+    assert "Traceback" not in out.output
+    assert len(openai_env.requests) == 1  # blank lines are skipped, not sent

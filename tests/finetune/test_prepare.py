@@ -222,3 +222,43 @@ def test_checking_a_file_names_the_line(tmp_path: Path) -> None:
         check_training_file(path, "gpt-4o-mini")
     assert caught.value.problems[0].startswith("line 6: is not valid JSON")
     assert caught.value.problems[1].startswith("line 8, messages[0]: is a user message")
+
+
+@pytest.mark.parametrize(
+    ("calls", "expected"),
+    [
+        ({"id": "c"}, "tool_calls: is a dict, not a list"),
+        (["add"], "tool_calls[0]: is not a function call object"),
+        (
+            [{"id": "c", "type": "function", "function": {"name": "add", "arguments": "{x"}}],
+            "tool_calls[0].function.arguments: is not valid JSON",
+        ),
+        (
+            [{"id": "c", "type": "function", "function": {"name": "add", "arguments": "[1]"}}],
+            "tool_calls[0].function.arguments: is JSON but not an object",
+        ),
+        (
+            [{"id": "c", "type": "function", "function": {"name": "", "arguments": "{}"}}],
+            "tool_calls[0].function.name: is missing",
+        ),
+        (
+            [{"type": "function", "function": {"name": "add", "arguments": "{}"}}],
+            "tool_calls[0].id: is missing",
+        ),
+    ],
+)
+def test_malformed_tool_calls_are_refused_before_upload(
+    calls: Any, expected: str, tmp_path: Path
+) -> None:
+    # They passed the check, were uploaded and the job failed on the provider's validation.
+    bad = {
+        "messages": [
+            {"role": "user", "content": "add"},
+            {"role": "assistant", "tool_calls": calls},
+        ]
+    }
+    rows = _examples(tmp_path / "rows.jsonl", [_ok(n) for n in range(10)] + [bad])
+    with pytest.raises(TrainingDataError) as caught:
+        prepare_finetune(None, rows, tmp_path / "t.jsonl")
+    assert any(expected in problem for problem in caught.value.problems), caught.value.problems
+    assert caught.value.problems[0].startswith("rows[10].messages[1].tool_calls")

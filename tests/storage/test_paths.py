@@ -70,3 +70,31 @@ def test_an_older_directory_elsewhere_is_used_in_place_until_the_new_one_exists(
     assert not new.exists()
     new.mkdir(parents=True)
     assert user_dir() == new
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["finetune", "list"],
+        ["chat", "--list"],
+        ["prompt", "--cid", "x", "hello"],
+    ],
+)
+def test_an_unusable_chatstep_home_is_an_error_not_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str]
+) -> None:
+    from typer.testing import CliRunner
+
+    from chatstep.cli.app import app
+    from chatstep.cli.common import EXIT_CODES
+    from chatstep.errors import StorageError
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("CHATSTEP_HOME", str(blocker / "home"))
+    with pytest.raises(StorageError, match="CHATSTEP_HOME"):
+        user_dir()
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == EXIT_CODES["storage"], result.output
+    assert "Traceback" not in result.output
+    assert "CHATSTEP_HOME" in result.output

@@ -6,6 +6,7 @@ import os
 import select
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -62,6 +63,15 @@ def open_conversation(
                 "--system/--step/--input/--local",
                 "a continued conversation keeps the system message and step it was started with",
                 "drop them, or start a new conversation without -c/--cid",
+            )
+        from chatstep.storage.history import history_enabled
+
+        if not history_enabled():
+            raise ConfigError(
+                "--continue/--cid",
+                "CHATSTEP_HISTORY is off, so conversations live only as long as one command "
+                "and there is none from an earlier one to continue",
+                "unset CHATSTEP_HISTORY (or set it to on) before starting the conversation",
             )
         if cid is not None:
             return Conversation.load(cid, model=model, strategy=strategy)
@@ -174,8 +184,28 @@ def _interactive(conversation: Conversation) -> None:
             typer.echo(f"error: {type(exc).__name__}: {redact(str(exc))} (exit {code})", err=True)
 
 
+def _stdin_lines() -> Iterator[str]:
+    """Piped stdin, line by line, decoded as UTF-8 (ConfigError naming the line if not)."""
+    from chatstep.errors import ConfigError
+
+    raw = getattr(sys.stdin, "buffer", None)
+    if raw is None:  # a text stream without bytes underneath
+        yield from sys.stdin
+        return
+    for number, data in enumerate(raw, start=1):
+        try:
+            yield data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                "stdin",
+                f"line {number} is not valid UTF-8 (byte {exc.start + 1}: "
+                f"{data[exc.start : exc.start + 1]!r})",
+                "pipe UTF-8 text (iconv -t UTF-8 converts it); the turns before it were stored",
+            ) from None
+
+
 def _piped(conversation: Conversation) -> None:
-    for line in sys.stdin:
+    for line in _stdin_lines():
         text = line.rstrip("\r\n")
         if text.strip() in EXIT_WORDS:
             return

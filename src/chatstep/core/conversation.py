@@ -82,6 +82,27 @@ def _answer_message(result: StepResult) -> dict[str, Any]:
     return out
 
 
+def _refuse_unanswered_tool_calls(messages: list[dict[str, Any]]) -> None:
+    """ConfigError when the last answer called tools whose results were not added: the API
+    refuses any later request with a 400, so the conversation would fail on every turn."""
+    pending: list[str] = []
+    for message in messages:
+        if message.get("role") == "assistant":
+            pending = [str(c.get("id")) for c in message.get("tool_calls") or []]
+        elif message.get("role") == "tool":
+            pending = [i for i in pending if i != str(message.get("tool_call_id"))]
+        else:
+            pending = []  # only the last answer's calls can still be answered
+    if pending:
+        raise ConfigError(
+            "conversation",
+            f"the last answer called tools ({', '.join(pending)}) and their results were not "
+            "added; the API refuses a new user turn before every tool call has its result",
+            "add each result with add_message({'role': 'tool', 'tool_call_id': ID, "
+            "'content': ...}) and send(None), or start a new conversation",
+        )
+
+
 def _local_window() -> int:
     from chatstep.backends.local.model import DEFAULT_N_CTX, N_CTX_ENV
 
@@ -274,6 +295,8 @@ class AsyncConversation:
         assert isinstance(rendered, ChatCompletion)
         new = [request.body["messages"][-1]] if text is not None else []
         stored = self.store.messages(self.id)
+        if text is not None:
+            _refuse_unanswered_tool_calls([s.message for s in stored])
         window = self._window(rendered, conn.backend)
         messages = await self._fit(stored, new, request, window)
         body = {**request.body, "messages": messages}

@@ -133,6 +133,7 @@ def _message_problems(
         if weight is not None and weight not in (0, 1):
             out.append(Problem(f"{where}.weight", f"is {weight!r}", "use 0 (skip) or 1 (train)"))
         if calls:
+            out.extend(_tool_call_problems(f"{where}.tool_calls", calls))
             ids = (
                 {str(c.get("id")) for c in calls if isinstance(c, Mapping)}
                 if isinstance(calls, list)
@@ -159,6 +160,53 @@ def _message_problems(
     if not _text(content).strip():
         out.append(Problem(f"{where}.content", "is empty", f"give the {role} message some text"))
     return out, set()
+
+
+def _tool_call_problems(where: str, calls: Any) -> list[Problem]:
+    """Problems of an assistant message's ``tool_calls``: a list of function calls, each with
+    an id, a name and arguments that are a JSON object written as a string."""
+    fix = (
+        'write {"id": "call_1", "type": "function", '
+        '"function": {"name": ..., "arguments": "{...}"}}'
+    )
+    if not isinstance(calls, list):
+        return [Problem(where, f"is a {type(calls).__name__}, not a list", fix)]
+    out: list[Problem] = []
+    for number, call in enumerate(calls):
+        at = f"{where}[{number}]"
+        function = call.get("function") if isinstance(call, Mapping) else None
+        if not isinstance(call, Mapping) or not isinstance(function, Mapping):
+            out.append(Problem(at, "is not a function call object", fix))
+            continue
+        if not isinstance(call.get("id"), str) or not call["id"]:
+            out.append(Problem(f"{at}.id", "is missing", "give each call a unique id string"))
+        if call.get("type", "function") != "function":
+            out.append(Problem(f"{at}.type", f"is {call.get('type')!r}", 'use "function"'))
+        if not isinstance(function.get("name"), str) or not function["name"].strip():
+            out.append(Problem(f"{at}.function.name", "is missing", "name the function called"))
+        arguments = function.get("arguments")
+        try:
+            parsed = json.loads(arguments) if isinstance(arguments, str) else None
+        except json.JSONDecodeError as exc:
+            out.append(
+                Problem(
+                    f"{at}.function.arguments",
+                    f"is not valid JSON ({exc.msg})",
+                    "write the arguments as a JSON object in a string",
+                )
+            )
+            continue
+        if not isinstance(parsed, dict):
+            out.append(
+                Problem(
+                    f"{at}.function.arguments",
+                    "is JSON but not an object"
+                    if parsed is not None
+                    else f"is a {type(arguments).__name__}, not a string",
+                    'write the arguments as a JSON object in a string: "{\\"city\\": \\"Oslo\\"}"',
+                )
+            )
+    return out
 
 
 def example_problems(example: Any, model: str, token_limit: int) -> tuple[list[Problem], int]:

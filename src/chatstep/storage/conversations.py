@@ -153,11 +153,20 @@ class ConversationStore:
         self._write(insert)
 
     def get(self, conversation_id: str) -> ConversationRecord:
-        """The conversation with this id (or unique id prefix); ConfigError when none."""
+        """The conversation with this id (or unique id prefix, compared literally: ``%`` and
+        ``_`` are characters, not wildcards); ConfigError when none, or for a blank id."""
+        conversation_id = conversation_id.strip()
+        if not conversation_id:
+            raise ConfigError(
+                "cid",
+                "is empty, so it names no conversation",
+                "give an id (or a prefix of one) from `chatstep chat --list`, or use -c for "
+                "the latest",
+            )
         rows = self._rows(
             "SELECT id, name, created, updated, model, settings FROM conversations "
-            "WHERE id = ? OR id LIKE ? ORDER BY id = ? DESC LIMIT 2",
-            (conversation_id, conversation_id.replace("%", "") + "%", conversation_id),
+            "WHERE substr(id, 1, length(?)) = ? ORDER BY id = ? DESC LIMIT 2",
+            (conversation_id, conversation_id, conversation_id),
         )
         if not rows or (len(rows) > 1 and rows[0][0] != conversation_id):
             problem = "is ambiguous" if rows else "names no stored conversation"

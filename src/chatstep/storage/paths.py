@@ -45,7 +45,11 @@ def legacy_data_dir() -> Path:
 
 
 def user_dir() -> Path:
-    """The chatstep user directory, created on first use."""
+    """The chatstep user directory, created on first use.
+
+    Raises :class:`~chatstep.errors.StorageError` (naming the directory and ``CHATSTEP_HOME``)
+    when it cannot be created: a path through a file, a read-only or missing parent.
+    """
     home = os.environ.get("CHATSTEP_HOME", "").strip()
     if home:
         path = Path(home).expanduser()
@@ -54,5 +58,15 @@ def user_dir() -> Path:
         legacy = legacy_data_dir()
         if not path.exists() and legacy != path and legacy.is_dir():
             path = legacy
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        from chatstep.errors import StorageError
+
+        source = "CHATSTEP_HOME" if home else "the user data directory"
+        raise StorageError(
+            str(path),
+            f"chatstep's directory ({source}) cannot be created: {exc.strerror or exc}",
+            "set CHATSTEP_HOME to a writable directory",
+        ) from exc
     return path
