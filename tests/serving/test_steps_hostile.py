@@ -140,3 +140,25 @@ def test_a_missing_index_is_the_servers_misconfiguration(
     too_long = httpx.post(served.url("/steps/answer"), json={"question": "x" * 30_000})
     assert too_long.status_code == 422, too_long.text
     assert too_long.json()["error"]["param"] == "question"
+
+
+def test_auth_edge_cases(serve_steps: Serve, step_dir: Path) -> None:
+    served = serve_steps(step_dir, api_key="s3rvice-key")
+    post = served.url("/steps/summarize")
+    for header in ("", "Bearer", "Basic s3rvice-key", "s3rvice-key", "Bearer s3rvice"):
+        answer = httpx.post(post, json={"text": "x"}, headers={"Authorization": header})
+        assert answer.status_code == 401, header
+        assert answer.headers["www-authenticate"].startswith("Bearer")
+        assert "s3rvice-key" not in answer.text
+    for header in ("bearer s3rvice-key", "BEARER  s3rvice-key"):
+        answer = httpx.post(post, json={"text": "x"}, headers={"Authorization": header})
+        assert answer.status_code == 200, header
+
+
+def test_an_empty_api_key_is_refused_not_open(step_dir: Path) -> None:
+    from chatstep.errors import ConfigError
+    from chatstep.serving.steps import steps_app
+
+    for key in ("", " ", " key"):
+        with pytest.raises(ConfigError, match="api_key: is empty or starts"):
+            steps_app(step_dir, api_key=key)

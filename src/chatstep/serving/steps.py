@@ -208,7 +208,7 @@ def steps_app(
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
-    from chatstep.serving.model_app import BearerAuthMiddleware
+    from chatstep.serving.model_app import BearerAuthMiddleware, check_api_key
 
     service = StepService(
         _steps_from(steps),
@@ -252,7 +252,7 @@ def steps_app(
     )
     app.state.step_service = service
     if api_key is not None:
-        app.add_middleware(BearerAuthMiddleware, api_key=api_key)
+        app.add_middleware(BearerAuthMiddleware, api_key=check_api_key(api_key))
     return app
 
 
