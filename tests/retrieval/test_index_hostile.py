@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -79,3 +81,35 @@ def test_top_k_larger_than_the_index_gives_every_chunk(docs: Path, openai_env: T
     out = _cli("index", "query", "handbook", "express delivery", "--top-k", "50", "--json")
     assert out.exit_code == 0, out.output
     assert len(json.loads(out.stdout)) == 3
+
+
+def test_another_sqlite_database_is_refused_and_left_untouched(
+    docs: Path, tmp_path: Path, openai_env: TestServer
+) -> None:
+    other = tmp_path / "history.db"
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE calls (id INTEGER)")
+    conn.close()
+    for args in (
+        ("index", "show", str(other)),
+        ("index", "query", str(other), "x"),
+        ("index", "build", str(docs), "--step", str(EMBED), "--index", str(other)),
+    ):
+        out = _cli(*args)
+        assert out.exit_code == 3, out.output
+        assert "is a SQLite database but not a chatstep index (left untouched)" in out.output
+    with sqlite3.connect(other) as conn:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    conn.close()
+    assert tables == {"calls"}
+    assert openai_env.requests == []
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="/proc refuses new files on Linux")
+def test_an_index_where_no_file_can_be_made_is_not_said_in_use(
+    docs: Path, openai_env: TestServer
+) -> None:
+    out = _cli("index", "build", str(docs), "--step", str(EMBED), "--index", "/proc/x.db")
+    assert out.exit_code == 12, out.output
+    assert "cannot create the lock file" in out.output
+    assert "in use" not in out.output
