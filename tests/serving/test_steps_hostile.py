@@ -162,3 +162,10 @@ def test_an_empty_api_key_is_refused_not_open(step_dir: Path) -> None:
     for key in ("", " ", " key"):
         with pytest.raises(ConfigError, match="api_key: is empty or starts"):
             steps_app(step_dir, api_key=key)
+
+
+def test_a_step_called_with_get_is_405_saying_so(serve_steps: Serve, step_dir: Path) -> None:
+    served = serve_steps(step_dir)
+    answer = httpx.get(served.url("/steps/summarize"))
+    assert answer.status_code == 405
+    assert "method not allowed" in answer.json()["error"]["message"]

@@ -370,10 +370,12 @@ class _Endpoints:
         from starlette.exceptions import HTTPException
 
         status = exc.status_code if isinstance(exc, HTTPException) else 500
+        offers = "this server offers POST /steps/{id}, GET /steps and GET /openapi.json"
         message = f"{request.method} {request.url.path}: " + (
-            "no such endpoint (this server offers POST /steps/{id}, GET /steps and "
-            "GET /openapi.json)"
-            if status in (404, 405)
+            f"no such endpoint ({offers})"
+            if status == 404
+            else f"method not allowed ({offers})"
+            if status == 405
             else str(getattr(exc, "detail", "request failed"))
         )
         return self.failure(RequestProblem(status, message))
