@@ -14,6 +14,7 @@ from chatstep.cli.app import app
 from chatstep.core.calls import run_step
 from chatstep.core.result import StepResult
 from chatstep.steps.definitions import ChatCompletion
+from chatstep.testing import TestServer
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -61,3 +62,27 @@ def test_index_and_answer_with_no_key_on_the_embedded_model(tmp_path: Path) -> N
     assert len(result.retrieved) == 1
     assert result.request.body["messages"][0]["content"].startswith("Excerpt: ")
     assert result.retrieved[0]["text"] in result.request.body["messages"][0]["content"]
+
+
+def test_an_index_embedded_online_is_not_queried_by_the_embedded_model(
+    tmp_path: Path, openai_env: TestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Same step, same dimensions (256): only who answered differs, so nothing else catches it.
+    docs = shutil.copytree(EXAMPLES / "rag" / "handbook", tmp_path / "handbook")
+    built = CliRunner().invoke(
+        app, ["index", "build", str(docs), "--step", str(EXAMPLES / "embed.yaml")]
+    )
+    assert built.exit_code == 0, built.output
+    monkeypatch.delenv("OPENAI_API_KEY")
+    monkeypatch.delenv("OPENAI_BASE_URL")
+    out = CliRunner().invoke(app, ["index", "query", "handbook", "express delivery"])
+    assert out.exit_code == 3, out.output
+    assert "'gemma-3-270m'" in out.output
+    assert "'text-embedding-3-small'" in out.output
+    assert "--rebuild" in out.output
+    (docs / "new.md").write_text("# New\n\nA new page.")
+    rebuilt = CliRunner().invoke(
+        app, ["index", "build", str(docs), "--step", str(EXAMPLES / "embed.yaml")]
+    )
+    assert rebuilt.exit_code == 3, rebuilt.output
+    assert "was embedded by 'text-embedding-3-small'" in rebuilt.output

@@ -115,8 +115,13 @@ def serve(
     )
     from chatstep.errors import BackendUnavailableError
 
-    if api_key is not None and not api_key.strip():
-        typer.echo(f"error: --api-key (or {API_KEY_ENV}) is empty; give a key", err=True)
+    if api_key is not None and (not api_key.strip() or api_key != api_key.strip()):
+        typer.echo(
+            f"error: --api-key (or {API_KEY_ENV}) is empty or starts or ends with spaces "
+            "(HTTP drops them from the header, so no client could match); give a key "
+            "without spaces",
+            err=True,
+        )
         raise typer.Exit(_EXIT_USAGE)
     if not _is_loopback(host) and api_key is None and not no_auth:
         typer.echo(

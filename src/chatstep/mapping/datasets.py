@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import importlib
 import json
+import math
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ __all__ = [
     "csv_cell",
     "dataset_format",
     "open_writer",
+    "parse_json_object",
     "read_rows",
     "read_rows_skipping",
     "skip_rows",
@@ -152,12 +154,39 @@ def _json_depth(value: Any) -> int:
     return depth - 1
 
 
+def _json_type(value: Any) -> str:
+    """The JSON name of a decoded value's type (``array``, not ``list``)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    names = {list: "an array", str: "a string", int: "a number", float: "a number"}
+    return names.get(type(value), type(value).__name__)
+
+
 def _not_json_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON (write null, or the value as a string)")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):  # 1e999 parses to inf, which is not a JSON number either
+        raise ValueError(f"{text[:40]} is too large for a number (write it as a string)")
+    return value
+
+
 # One decoder for every row: json.loads builds a new one per call when given options.
-_DECODER = json.JSONDecoder(parse_constant=_not_json_constant)
+_DECODER = json.JSONDecoder(parse_constant=_not_json_constant, parse_float=_finite_float)
+
+
+def parse_json_object(text: str, where: str, option: str) -> dict[str, Any]:
+    """``text`` as one JSON object, under the rules of a JSON Lines row (module docstring).
+
+    Raises :class:`~chatstep.errors.ConfigError` for ``option``, its message starting with
+    ``where``: not JSON, not an object, nested over :data:`MAX_JSON_DEPTH`, ``NaN``/``Infinity``,
+    an integer over 4,300 digits, a lone surrogate escape. The steps service reads bodies here.
+    """
+    return _parse_json_row(text, where, option)
 
 
 def _parse_json_row(text: str, where: str, option: str) -> dict[str, Any]:
@@ -170,11 +199,12 @@ def _parse_json_row(text: str, where: str, option: str) -> dict[str, Any]:
             option, f"{where}: nested too deeply (at most {MAX_JSON_DEPTH} levels)"
         ) from None
     except ValueError as exc:  # NaN/Infinity, or an integer over Python's 4,300-digit limit
-        raise ConfigError(option, f"{where}: {exc}") from None
+        problem = str(exc)
+        if "integer string conversion" in problem:
+            problem = "holds an integer of more than 4,300 digits (write it as a string)"
+        raise ConfigError(option, f"{where}: {problem}") from None
     if not isinstance(value, dict):
-        raise ConfigError(
-            option, f"{where}: a row must be a JSON object, not {type(value).__name__}"
-        )
+        raise ConfigError(option, f"{where}: a row must be a JSON object, not {_json_type(value)}")
     # Counting brackets (in C) first keeps the walk off ordinary rows.
     shallow = text.count("[") + text.count("{") <= MAX_JSON_DEPTH
     if not shallow and _json_depth(value) > MAX_JSON_DEPTH:

@@ -19,7 +19,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from chatstep.errors import ConfigError
-from chatstep.retrieval.chunking import Chunk, ChunkSettings, find_documents, split_document
+from chatstep.retrieval.chunking import (
+    Chunk,
+    ChunkSettings,
+    Document,
+    find_documents,
+    split_document,
+)
 from chatstep.retrieval.store import VectorIndex
 from chatstep.steps.definitions import Embedding
 from chatstep.steps.fields import looks_like_template
@@ -34,6 +40,7 @@ __all__ = [
     "BuildReport",
     "abuild_index",
     "build_index",
+    "check_answered_by",
     "embedding_step_for",
     "update_index",
 ]
@@ -155,8 +162,33 @@ async def update_index(
     settings = settings or ChunkSettings()
     if not 1 <= batch_size <= 2048:
         raise ConfigError("--batch-size", f"{batch_size} is out of range", "give 1 to 2048")
+    from chatstep.storage.files import ExclusiveLock
+
     embed = _load_embedding_step(step)
     documents, skipped = find_documents(docs, settings)
+    lock = ExclusiveLock(
+        path,
+        what="this index",
+        fix="wait for the other build of it to finish, then build again (only what changed "
+        "is embedded)",
+    )
+    with lock.held():
+        return await _update_locked(
+            runner, documents, skipped, embed, path, settings, batch_size, rebuild
+        )
+
+
+async def _update_locked(
+    runner: AsyncRunner,
+    documents: Sequence[Document],
+    skipped: int,
+    embed: Embedding,
+    path: Path,
+    settings: ChunkSettings,
+    batch_size: int,
+    rebuild: bool,
+) -> BuildReport:
+    """:func:`update_index` under the index's lock (one build of an index at a time)."""
     if rebuild and path.exists():
         path.unlink()
     report = BuildReport(index=str(path), files=len(documents), skipped_files=skipped)
@@ -216,6 +248,7 @@ async def _embed_files(
         assert isinstance(result, EmbeddingResult)
         report.requests += 1
         cost += result.cost or 0.0
+        check_answered_by(index, result.response.get("model"), "--step")
         vectors = result.vectors
         if len(vectors) != len(batch):
             raise ConfigError(
@@ -236,6 +269,30 @@ async def _embed_files(
         index.replace(done)
         report.embedded_files += len(done)
     report.cost = round(cost, 8)
+
+
+def check_answered_by(index: VectorIndex, model: Any, field: str) -> None:
+    """Refuse vectors from another model than the one that embedded the index's chunks.
+
+    The step's ``model`` may be answered by another one: with no ``OPENAI_API_KEY`` the
+    embedded local model answers ``text-embedding-3-small``, in another vector space of maybe
+    the same size, which would give meaningless matches. The answering model (the response's
+    ``model``) is kept in the index as ``answered_by`` by the first build.
+    """
+    if not isinstance(model, str) or not model:
+        return
+    known = index.meta.get("answered_by")
+    if known is None:
+        index.set_meta(answered_by=model)
+    elif known != model:
+        raise ConfigError(
+            field,
+            f"the vectors come from model {model!r}, but {index.path} was embedded by "
+            f"{known!r}: their vectors cannot be compared (with no OPENAI_API_KEY, the "
+            "embedded local model answers)",
+            "use the endpoint and key the index was built with, or start the index over with "
+            "--rebuild",
+        )
 
 
 def _check_dimensions(index: VectorIndex, size: int) -> None:

@@ -1,10 +1,11 @@
 """Documents to chunks: which files are read, how they are decoded and split.
 
-A directory is walked for text files (:data:`TEXT_SUFFIXES`; hidden files and folders are left
-out); a file named on its own is read whatever its suffix. Files must be UTF-8 and at most
-:data:`MAX_FILE_BYTES`. Text is split by ``semantic-text-splitter`` (Markdown-aware for ``.md``):
-chunks of at most ``chunk_size`` characters, cut at the largest semantic unit that fits
-(section, paragraph, sentence, word), consecutive chunks sharing up to ``overlap`` characters.
+A directory is walked for text files (:data:`TEXT_SUFFIXES`; hidden files and folders, and
+symbolic links leading out of the directory, are left out); a file named on its own is read
+whatever its suffix. Files must be UTF-8 text (no NUL byte) and at most :data:`MAX_FILE_BYTES`.
+Text is split by ``semantic-text-splitter`` (Markdown-aware for ``.md``): chunks of at most
+``chunk_size`` characters, cut at the largest semantic unit that fits (section, paragraph,
+sentence, word), consecutive chunks sharing up to ``overlap`` characters.
 """
 
 from __future__ import annotations
@@ -86,12 +87,35 @@ class Chunk:
 
 
 def _walk(root: Path) -> Iterable[Path]:
+    """Text files under ``root``; a symbolic link is followed only when it stays inside
+    ``root`` (a link to ``/etc/passwd`` in DOCS is not indexed, and then served to readers)."""
+    inside = root.resolve()
     for path in sorted(root.rglob("*")):
         parts = path.relative_to(root).parts
         if any(part.startswith(".") for part in parts):
             continue
-        if path.is_file() and path.suffix.lower() in TEXT_SUFFIXES:
+        if path.is_file() and path.suffix.lower() in TEXT_SUFFIXES and _stays_in(path, inside):
             yield path
+
+
+def _stays_in(path: Path, inside: Path) -> bool:
+    try:
+        return path.resolve().is_relative_to(inside)
+    except (OSError, RuntimeError):  # a symlink loop
+        return False
+
+
+def _walk_left_out(root: Path) -> int:
+    """Files of a directory walk that are not indexed: other suffixes, links leaving it."""
+    inside = root.resolve()
+    count = 0
+    for path in root.rglob("*"):
+        if any(part.startswith(".") for part in path.relative_to(root).parts):
+            continue
+        leaves = path.is_symlink() and not _stays_in(path, inside)
+        if leaves or (path.is_file() and path.suffix.lower() not in TEXT_SUFFIXES):
+            count += 1
+    return count
 
 
 def _read(path: Path, source: str, settings: ChunkSettings) -> Document:
@@ -103,7 +127,14 @@ def _read(path: Path, source: str, settings: ChunkSettings) -> Document:
                 f"is {size:,} bytes; an index takes files of at most {MAX_FILE_BYTES:,} bytes",
                 "split the file, or leave it out of DOCS",
             )
-        data = path.read_bytes()
+        with path.open("rb") as handle:  # at most the limit, even if the file grew since
+            data = handle.read(MAX_FILE_BYTES + 1)
+        if len(data) > MAX_FILE_BYTES:
+            raise ConfigError(
+                str(path),
+                f"grew past {MAX_FILE_BYTES:,} bytes while it was read",
+                "split the file, or leave it out of DOCS",
+            )
     except OSError as exc:
         raise ConfigError(str(path), f"cannot be read ({exc.strerror})", "check the path") from None
     try:
@@ -114,6 +145,12 @@ def _read(path: Path, source: str, settings: ChunkSettings) -> Document:
             f"is not UTF-8 text (byte {exc.start}: {data[exc.start : exc.start + 1]!r})",
             "convert it to UTF-8 (iconv -t utf-8), or leave it out of DOCS",
         ) from None
+    if "\x00" in text:
+        raise ConfigError(
+            str(path),
+            f"holds a NUL byte (byte {data.index(0)}): it is binary, or UTF-16 text",
+            "convert it to UTF-8 text (iconv -f utf-16 -t utf-8), or leave it out of DOCS",
+        )
     text = text.removeprefix("\ufeff")
     digest = hashlib.sha256(data + settings.key().encode()).hexdigest()
     return Document(source, path, text, digest)
@@ -122,7 +159,8 @@ def _read(path: Path, source: str, settings: ChunkSettings) -> Document:
 def find_documents(
     paths: Sequence[str | Path], settings: ChunkSettings
 ) -> tuple[list[Document], int]:
-    """The documents under ``paths`` and how many files a directory walk left out (suffix).
+    """The documents under ``paths`` and how many files a directory walk left out (suffix,
+    or a link leading out).
 
     A directory's files are named relative to it; a file given on its own by its path as given.
     Raises ConfigError for a missing path, a file too large or not UTF-8, or too many files.
@@ -133,13 +171,7 @@ def find_documents(
         root = Path(given)
         if root.is_dir():
             files = [(p, p.relative_to(root).as_posix()) for p in _walk(root)]
-            skipped += sum(
-                1
-                for p in root.rglob("*")
-                if p.is_file()
-                and p.suffix.lower() not in TEXT_SUFFIXES
-                and not any(part.startswith(".") for part in p.relative_to(root).parts)
-            )
+            skipped += _walk_left_out(root)
         elif root.is_file():
             files = [(root, root.as_posix())]
         else:

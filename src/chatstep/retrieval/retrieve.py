@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from chatstep.errors import ConfigError
-from chatstep.retrieval.build import as_floats, embedding_step_for
+from chatstep.retrieval.build import as_floats, check_answered_by, embedding_step_for
 from chatstep.retrieval.store import VectorIndex, index_path
 
 if TYPE_CHECKING:
@@ -74,6 +74,7 @@ async def retrieve_chunks(
     step = embedding_step_for(index.embedding_step)
     result = await runner.run(step, {"texts": [query]})
     assert isinstance(result, EmbeddingResult)
+    check_answered_by(index, result.response.get("model"), f"{where}.index")
     vector = as_floats(result.vectors[0] if result.vectors else None, f"{where}.index")
     if len(vector) != index.dimensions:
         raise ConfigError(

@@ -84,7 +84,10 @@ def _sqlite() -> ModuleType:
     return module
 
 
-def _connect(path: Path) -> Any:
+def _connect(path: Path, *, create: bool) -> Any:
+    """A connection with sqlite-vec loaded. ``create``: make the tables of a new index;
+    otherwise (reading) nothing is written. Either way a database that holds other tables
+    (the history, any other SQLite file) is refused, never turned into an index."""
     try:
         import sqlite_vec
     except ImportError:
@@ -97,7 +100,21 @@ def _connect(path: Path) -> Any:
         conn.enable_load_extension(True)
         sqlite_vec.load(conn)
         conn.enable_load_extension(False)
-        conn.executescript(_SCHEMA)
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        if tables and "meta" not in tables:
+            conn.close()
+            raise ConfigError(
+                str(path),
+                "is a SQLite database but not a chatstep index (left untouched)",
+                "give the name or .db path of an index",
+            )
+        if create:
+            conn.executescript(_SCHEMA)
+        elif not tables:
+            conn.close()
+            raise ConfigError(
+                str(path), "is not a chatstep index (an empty file)", "build it first"
+            )
     except module.Error as exc:
         raise StorageError(
             str(path), f"is not a usable index file ({exc})", "give another --index path"
@@ -126,7 +143,7 @@ class VectorIndex:
     def create(cls, path: Path) -> VectorIndex:
         """Open ``path`` for building, creating it (and its folder) when missing."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        index = cls(path, _connect(path))
+        index = cls(path, _connect(path, create=True))
         if not index.meta:
             index.set_meta(format=FORMAT, created_at=str(time.time()))
         elif index.meta.get("format") != FORMAT:
@@ -148,7 +165,7 @@ class VectorIndex:
                 "build it first: chatstep index build DOCS --step embed.yaml "
                 f"--index {path.stem if path.parent.name == 'indexes' else path}",
             )
-        index = cls(path, _connect(path))
+        index = cls(path, _connect(path, create=False))
         if index.meta.get("format") != FORMAT or not index.dimensions:
             index.close()
             raise ConfigError(

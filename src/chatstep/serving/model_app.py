@@ -194,6 +194,18 @@ async def _events(chunks: AsyncIterator[JSON]) -> AsyncIterator[bytes]:
         await _close(chunks)
 
 
+def check_api_key(api_key: str) -> str:
+    """``api_key`` if a client can be asked for it; ConfigError for an empty or blank key
+    (a server "protected" by it would let anyone in, or no one)."""
+    if not api_key.strip() or api_key != api_key.strip():
+        from chatstep.errors import ConfigError
+
+        raise ConfigError(
+            "api_key", "is empty or starts or ends with spaces", "give a key without spaces"
+        )
+    return api_key
+
+
 class BearerAuthMiddleware:
     """ASGI middleware: HTTP requests must carry ``Authorization: Bearer <api_key>``.
 
@@ -203,14 +215,17 @@ class BearerAuthMiddleware:
 
     def __init__(self, app: Any, api_key: str) -> None:
         self._app = app
-        self._expected = f"Bearer {api_key}".encode()
+        self._expected = check_api_key(api_key).encode()
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
         sent = dict(scope.get("headers") or []).get(b"authorization", b"")
-        if hmac.compare_digest(sent, self._expected):
+        scheme, _, token = sent.strip().partition(b" ")
+        # The scheme is case-insensitive (RFC 9110: "bearer KEY" is the same as "Bearer KEY").
+        token = token.strip()
+        if scheme.lower() == b"bearer" and token and hmac.compare_digest(token, self._expected):
             await self._app(scope, receive, send)
             return
         from starlette.responses import JSONResponse
@@ -221,7 +236,11 @@ class BearerAuthMiddleware:
             "clients' api_key)"
         )
         error = {"message": message, "type": "invalid_request_error", "param": None}
-        response = JSONResponse({"error": {**error, "code": "invalid_api_key"}}, status_code=401)
+        response = JSONResponse(
+            {"error": {**error, "code": "invalid_api_key"}},
+            status_code=401,
+            headers={"www-authenticate": 'Bearer realm="chatstep"'},
+        )
         await response(scope, receive, send)
 
 
@@ -338,5 +357,5 @@ def create_serving_app(
     ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
     if api_key is not None:
-        app.add_middleware(BearerAuthMiddleware, api_key=api_key)
+        app.add_middleware(BearerAuthMiddleware, api_key=check_api_key(api_key))
     return app

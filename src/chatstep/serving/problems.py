@@ -117,6 +117,14 @@ def render_problem(exc: ConfigError, served: ServedStep) -> RequestProblem:
             f"step {served.id!r} is misconfigured on the server (see the server log)",
             code="step_misconfigured",
         )
+    if exc.field and (exc.field == "retrieve" or exc.field.startswith("retrieve.index")):
+        # A missing or empty index, or one of another dimension: the server's, not the input's.
+        _logger.error("step %s cannot be sent: %s", served.id, exc)
+        return RequestProblem(
+            500,
+            f"step {served.id!r} is misconfigured on the server (see the server log)",
+            code="step_misconfigured",
+        )
     names = served.inputs_of(exc.field) if exc.field else []
     param = names[0] if len(names) == 1 else None
     via = f"input {', '.join(names)}: " if names else ""

@@ -153,12 +153,13 @@ class StepService:
         async with self._slots:
             yield
 
-    def prepare(
+    async def prepare(
         self, served: ServedStep, inputs: dict[str, Any], stream: bool
     ) -> tuple[Any, Any, Connection]:
-        """Render the step for ``inputs``; a value it cannot take is a 422 naming the input."""
+        """Render the step for ``inputs`` (after searching its ``retrieve`` index, if any); a
+        value it cannot take is a 422 naming the input."""
         try:
-            return self.runner.prepare(served.step, inputs, stream=stream or None)
+            return await self.runner.prepare_async(served.step, inputs, stream=stream or None)
         except ConfigError as exc:
             raise render_problem(exc, served) from None
 
@@ -207,7 +208,7 @@ def steps_app(
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
-    from chatstep.serving.model_app import BearerAuthMiddleware
+    from chatstep.serving.model_app import BearerAuthMiddleware, check_api_key
 
     service = StepService(
         _steps_from(steps),
@@ -251,7 +252,7 @@ def steps_app(
     )
     app.state.step_service = service
     if api_key is not None:
-        app.add_middleware(BearerAuthMiddleware, api_key=api_key)
+        app.add_middleware(BearerAuthMiddleware, api_key=check_api_key(api_key))
     return app
 
 
@@ -273,11 +274,13 @@ class _Endpoints:
         service = self.service
         served = service.steps.get(request.path_params["step_id"])
         if served is None:
-            known = ", ".join(sorted(service.steps)) or "none"
+            ids = sorted(service.steps)
+            known = ", ".join(ids[:20]) + (f" and {len(ids) - 20} more" if len(ids) > 20 else "")
+            known = known or "none"
             return self.failure(
                 RequestProblem(
                     404,
-                    f"no step {request.path_params['step_id']!r} here (served: {known}; "
+                    f"no step {_shown_id(request.path_params['step_id'])} here (served: {known}; "
                     "GET /steps lists them)",
                     code="step_not_found",
                 )
@@ -293,7 +296,7 @@ class _Endpoints:
 
         async def work() -> tuple[AnyResult, Connection]:
             async with service.slot():
-                rendered, prepared, conn = service.prepare(served, inputs, stream=False)
+                rendered, prepared, conn = await service.prepare(served, inputs, stream=False)
                 return await service.runner.execute(rendered, prepared, conn), conn
 
         task = asyncio.ensure_future(work())
@@ -321,7 +324,7 @@ class _Endpoints:
         async def work() -> None:
             try:
                 async with service.slot():
-                    rendered, prepared, conn = service.prepare(served, inputs, stream=True)
+                    rendered, prepared, conn = await service.prepare(served, inputs, stream=True)
                     result = await service.runner.execute(
                         rendered, prepared, conn, on_delta=on_delta
                     )
@@ -367,13 +370,22 @@ class _Endpoints:
         from starlette.exceptions import HTTPException
 
         status = exc.status_code if isinstance(exc, HTTPException) else 500
+        offers = "this server offers POST /steps/{id}, GET /steps and GET /openapi.json"
         message = f"{request.method} {request.url.path}: " + (
-            "no such endpoint (this server offers POST /steps/{id}, GET /steps and "
-            "GET /openapi.json)"
-            if status in (404, 405)
+            f"no such endpoint ({offers})"
+            if status == 404
+            else f"method not allowed ({offers})"
+            if status == 405
             else str(getattr(exc, "detail", "request failed"))
         )
         return self.failure(RequestProblem(status, message))
+
+
+def _shown_id(step_id: str) -> str:
+    """A requested id as an error message may quote it: ``repr``, at most 80 characters."""
+    return repr(step_id[:80]) + (
+        f" (cut from {len(step_id):,} characters)" if len(step_id) > 80 else ""
+    )
 
 
 def _hung_up_response() -> Response:

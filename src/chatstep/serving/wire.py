@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from chatstep.core.result import AnyResult, StepResult
 from chatstep.core.streaming import Delta
-from chatstep.errors import OutputError, redact
+from chatstep.errors import ConfigError, OutputError, redact
 from chatstep.serving.catalog import ServedStep
 from chatstep.serving.problems import RequestProblem
 
@@ -84,20 +84,7 @@ async def read_inputs(request: Request, served: ServedStep, limit: int) -> dict[
         raw += piece
         if len(raw) > limit:
             raise _too_large(limit)
-    if not raw.strip():
-        body: Any = {}
-    else:
-        try:
-            body = json.loads(raw)
-        except ValueError:
-            body = None
-    if not isinstance(body, dict):
-        raise RequestProblem(
-            400,
-            "the request body is not a JSON object; send the step's inputs as one, e.g. "
-            + json.dumps(dict.fromkeys(sorted(served.inputs), "...")),
-            code="invalid_body",
-        )
+    body = _parse_body(bytes(raw), served)
     problems: list[RequestProblem] = []
     reads = ", ".join(sorted(served.inputs)) or "no inputs"
     for name in sorted(set(body) - served.inputs):
@@ -122,6 +109,35 @@ async def read_inputs(request: Request, served: ServedStep, limit: int) -> dict[
     if problems:
         raise RequestProblem.combine(problems)
     return body
+
+
+def _parse_body(raw: bytes, served: ServedStep) -> dict[str, Any]:
+    """The body as a JSON object, under the rules of a ``map`` JSON Lines row: UTF-8, nested
+    at most ``MAX_JSON_DEPTH`` levels, no NaN/Infinity, no lone surrogate (else 400, saying
+    which rule and how to fix it)."""
+    from chatstep.mapping.datasets import parse_json_object
+
+    example = json.dumps(dict.fromkeys(sorted(served.inputs), "..."))
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise RequestProblem(
+            400,
+            f"the request body is not UTF-8 (byte {exc.start}); send the step's inputs as a "
+            f"UTF-8 JSON object, e.g. {example}",
+            code="invalid_body",
+        ) from None
+    if not text.strip():
+        return {}
+    try:
+        return parse_json_object(text, "the request body", "body")
+    except ConfigError as exc:
+        fix = f" ({exc.fix})" if exc.fix else ""
+        raise RequestProblem(
+            400,
+            f"{exc.problem}{fix}; send the step's inputs as one JSON object, e.g. {example}",
+            code="invalid_body",
+        ) from None
 
 
 def _too_large(limit: int) -> RequestProblem:

@@ -201,7 +201,7 @@ def create_proxy_app(worker: ModelWorker, *, api_key: str | None = None) -> Star
     from starlette.responses import JSONResponse, Response, StreamingResponse
     from starlette.routing import Route
 
-    from chatstep.serving.model_app import BearerAuthMiddleware
+    from chatstep.serving.model_app import BearerAuthMiddleware, check_api_key
 
     # No kept-alive connections: one to a dead worker would fail the next request. A new Unix
     # socket connection per request costs microseconds.
@@ -259,7 +259,7 @@ def create_proxy_app(worker: ModelWorker, *, api_key: str | None = None) -> Star
     methods = ["GET", "POST"]
     app = Starlette(routes=[Route("/{path:path}", forward, methods=methods)])
     if api_key is not None:
-        app.add_middleware(BearerAuthMiddleware, api_key=api_key)
+        app.add_middleware(BearerAuthMiddleware, api_key=check_api_key(api_key))
     app.state.http = client
     return app
 

@@ -55,6 +55,17 @@ def lock_path(path: str | Path) -> Path:
     return target.with_name(target.name + ".lock")
 
 
+def _check_lock_file_writable(path: Path) -> None:
+    """Raise the StorageError of a lock file that cannot be opened for writing (read-only
+    directory...), which ``filelock`` reports as a lock held by someone else."""
+    import os
+
+    try:
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o644))
+    except OSError as exc:
+        raise storage_error(path, exc, "create the lock file") from None
+
+
 class ExclusiveLock:
     """A non-blocking, cross-process lock on ``path`` (through ``<path>.lock``).
 
@@ -76,6 +87,7 @@ class ExclusiveLock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             lock.acquire()
         except filelock.Timeout:
+            _check_lock_file_writable(lock_path(self.path))  # filelock says Timeout for EACCES
             raise StorageError(
                 str(self.path), f"{self.what} is in use by another running chatstep", self.fix
             ) from None
