@@ -115,6 +115,16 @@ def test_an_embedding_step_is_refused(openai_env: TestServer) -> None:
         Conversation(step={"type": "embedding", "model": "text-embedding-3-small", "input": "x"})
 
 
+def test_a_step_with_retrieve_is_refused_naming_the_field(openai_env: TestServer) -> None:
+    step = {
+        "model": "gpt-4o-mini",
+        "retrieve": {"index": "handbook", "query": "{{ inputs.text }}"},
+        "system_message": "{% for c in retrieved %}{{ c.text }}{% endfor %}",
+    }
+    with pytest.raises(ConfigError, match=r"step\.retrieve"):
+        Conversation(step=step)
+
+
 def test_too_long_without_a_strategy_is_an_error_naming_both_sizes(
     openai_env: TestServer,
 ) -> None:

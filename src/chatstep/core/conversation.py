@@ -179,6 +179,14 @@ class AsyncConversation:
                 )
             if loaded.n not in (None, 1):
                 raise ConfigError("step.n", "a conversation continues one answer", "drop n")
+            if loaded.retrieve is not None:
+                raise ConfigError(
+                    "step.retrieve",
+                    "a conversation renders its step's messages once, so retrieved chunks "
+                    "could not follow each turn's question",
+                    "run the step with chatstep run, map or serve --steps, or send the chunks "
+                    "you retrieve yourself as text",
+                )
             base = loaded
             if base.prompt is None:
                 base = base.model_copy(update={"prompt": TURN_TEXT})
