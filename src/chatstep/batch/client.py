@@ -10,15 +10,11 @@ may have created anyway (by the job and part ids in its metadata).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
-from chatstep.backends.log_redaction import install_log_redaction
-from chatstep.backends.sdk_client import call_sdk, make_client
+from chatstep.backends.jobs_client import JSON, JobsClient, as_dict
 from chatstep.batch.journal import BatchJob, BatchJournal, JobRef
-from chatstep.core.connection import Connection
-from chatstep.core.retry import RetryLoop, RetryPolicy
 from chatstep.errors import APIError, redact_secrets
 
 if TYPE_CHECKING:
@@ -26,60 +22,13 @@ if TYPE_CHECKING:
 
 __all__ = ["BatchClient", "cancel_parts", "client_for", "job_for", "refresh_job"]
 
-T = TypeVar("T")
-JSON = dict[str, Any]
 
-
-def _as_dict(obj: Any) -> JSON:
-    if isinstance(obj, dict):
-        return obj
-    data = obj.to_dict() if hasattr(obj, "to_dict") else obj.model_dump(mode="json")
-    return dict(data)
-
-
-class BatchClient:
+class BatchClient(JobsClient):
     """Uploads, creates, polls, cancels and downloads batches on one connection."""
-
-    def __init__(
-        self,
-        conn: Connection,
-        *,
-        retry: RetryPolicy | None = None,
-    ) -> None:
-        install_log_redaction()
-        self.conn = conn
-        self.retry = retry or RetryPolicy(max_retries=conn.max_retries)
-        self._client = make_client(conn, timeout=conn.timeout)
-
-    async def __aenter__(self) -> BatchClient:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        await self._client.close()
-
-    async def _call(
-        self,
-        method: str,
-        path: str,
-        make: Callable[[], Coroutine[Any, Any, T]],
-        before_retry: Callable[[], Awaitable[T | None]] | None = None,
-    ) -> T:
-        loop: RetryLoop[T] = RetryLoop(self.retry, after_wait=before_retry)
-        return await loop.run(lambda: call_sdk(method, path, make))
 
     async def upload(self, path: Path) -> JSON:
         """Upload a Batch input file (``purpose="batch"``)."""
-
-        async def make() -> Any:
-            with path.open("rb") as handle:
-                return await self._client.files.create(
-                    file=(path.name, handle, "application/jsonl"), purpose="batch"
-                )
-
-        return _as_dict(await self._call("POST", "/files", make))
+        return await self._upload(path, "batch")
 
     async def create(
         self,
@@ -106,11 +55,11 @@ class BatchClient:
                     return batch
             return None
 
-        return _as_dict(await self._call("POST", "/batches", make, created_anyway))
+        return as_dict(await self._call("POST", "/batches", make, created_anyway))
 
     async def retrieve(self, batch_id: str) -> JSON:
         path = f"/batches/{batch_id}"
-        return _as_dict(
+        return as_dict(
             await self._call("GET", path, lambda: self._client.batches.retrieve(batch_id))
         )
 
@@ -118,7 +67,7 @@ class BatchClient:
         """Ask for cancellation; a batch that already ended is returned as it is."""
         path = f"/batches/{batch_id}/cancel"
         try:
-            return _as_dict(
+            return as_dict(
                 await self._call("POST", path, lambda: self._client.batches.cancel(batch_id))
             )
         except APIError as exc:
@@ -134,7 +83,7 @@ class BatchClient:
             return await self._client.batches.list(limit=limit)
 
         page = await self._call("GET", "/batches", make)
-        return [_as_dict(b) for b in getattr(page, "data", [])]
+        return [as_dict(b) for b in getattr(page, "data", [])]
 
     async def download(self, file_id: str, dest: Path) -> Path:
         """Stream a file's content to ``dest`` (written whole or not at all).

@@ -8,14 +8,11 @@ a retry the client looks for a job the failed call may have created anyway (by t
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
-from chatstep.backends.log_redaction import install_log_redaction
-from chatstep.backends.sdk_client import call_sdk, make_client
-from chatstep.core.connection import Connection
-from chatstep.core.retry import RetryLoop, RetryPolicy
+from chatstep.backends.jobs_client import JSON, JobsClient, as_dict
 from chatstep.errors import APIError
 
 if TYPE_CHECKING:
@@ -24,52 +21,13 @@ if TYPE_CHECKING:
 
 __all__ = ["FineTuneClient", "client_for"]
 
-T = TypeVar("T")
-JSON = dict[str, Any]
 
-
-def _as_dict(obj: Any) -> JSON:
-    if isinstance(obj, dict):
-        return obj
-    data = obj.to_dict() if hasattr(obj, "to_dict") else obj.model_dump(mode="json")
-    return dict(data)
-
-
-class FineTuneClient:
+class FineTuneClient(JobsClient):
     """Uploads training files; creates, retrieves, lists, cancels jobs and reads their events."""
-
-    def __init__(self, conn: Connection, *, retry: RetryPolicy | None = None) -> None:
-        install_log_redaction()
-        self.conn = conn
-        self.retry = retry or RetryPolicy(max_retries=conn.max_retries)
-        self._client = make_client(conn, timeout=conn.timeout)
-
-    async def __aenter__(self) -> FineTuneClient:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self._client.close()
-
-    async def _call(
-        self,
-        method: str,
-        path: str,
-        make: Callable[[], Coroutine[Any, Any, T]],
-        before_retry: Callable[[], Awaitable[T | None]] | None = None,
-    ) -> T:
-        loop: RetryLoop[T] = RetryLoop(self.retry, after_wait=before_retry)
-        return await loop.run(lambda: call_sdk(method, path, make))
 
     async def upload(self, path: Path) -> JSON:
         """Upload a training or validation file (``purpose="fine-tune"``)."""
-
-        async def make() -> Any:
-            with path.open("rb") as handle:
-                return await self._client.files.create(
-                    file=(path.name, handle, "application/jsonl"), purpose="fine-tune"
-                )
-
-        return _as_dict(await self._call("POST", "/files", make))
+        return await self._upload(path, "fine-tune")
 
     async def create(self, params: Mapping[str, Any], metadata: dict[str, str]) -> JSON:
         """Create a job from ``params`` (the create body but metadata); ``metadata`` finds it
@@ -81,7 +39,7 @@ class FineTuneClient:
         async def created_anyway() -> Any:
             return await self.find(metadata)
 
-        return _as_dict(await self._call("POST", "/fine_tuning/jobs", make, created_anyway))
+        return as_dict(await self._call("POST", "/fine_tuning/jobs", make, created_anyway))
 
     async def find(self, metadata: dict[str, str]) -> JSON | None:
         """The newest job carrying ``metadata``, or None."""
@@ -92,7 +50,7 @@ class FineTuneClient:
 
     async def retrieve(self, job_id: str) -> JSON:
         path = f"/fine_tuning/jobs/{job_id}"
-        return _as_dict(
+        return as_dict(
             await self._call("GET", path, lambda: self._client.fine_tuning.jobs.retrieve(job_id))
         )
 
@@ -100,7 +58,7 @@ class FineTuneClient:
         """Ask for cancellation; a job that already ended is returned as it is."""
         path = f"/fine_tuning/jobs/{job_id}/cancel"
         try:
-            return _as_dict(
+            return as_dict(
                 await self._call("POST", path, lambda: self._client.fine_tuning.jobs.cancel(job_id))
             )
         except APIError as exc:
@@ -117,7 +75,7 @@ class FineTuneClient:
             return await self._client.fine_tuning.jobs.list(limit=limit)
 
         page = await self._call("GET", "/fine_tuning/jobs", make)
-        return [_as_dict(j) for j in getattr(page, "data", [])]
+        return [as_dict(j) for j in getattr(page, "data", [])]
 
     async def events(self, job_id: str, limit: int = 20) -> list[JSON]:
         """The job's newest ``limit`` events, newest first (as the API pages them)."""
@@ -126,7 +84,7 @@ class FineTuneClient:
             return await self._client.fine_tuning.jobs.list_events(job_id, limit=limit)
 
         page = await self._call("GET", f"/fine_tuning/jobs/{job_id}/events", make)
-        return [_as_dict(e) for e in getattr(page, "data", [])]
+        return [as_dict(e) for e in getattr(page, "data", [])]
 
 
 def client_for(
