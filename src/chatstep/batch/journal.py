@@ -12,11 +12,9 @@ No API key is ever stored: a job remembers the *name* of the secret that holds i
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
 import sqlite3
-import threading
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -24,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from chatstep.errors import ConfigError, redact
+from chatstep.storage.job_journal import ProviderJobJournal
 
 if TYPE_CHECKING:
     from chatstep.core.connection import Connection
@@ -337,26 +336,12 @@ JobRef = BatchJob | str
 """A job, or its id (``csb_...``), or the id of one of its OpenAI batches (``batch_...``)."""
 
 
-class BatchJournal:
+class BatchJournal(ProviderJobJournal[BatchJob]):
     """Batch jobs by id, in SQLite under a directory (default: the chatstep user directory)."""
 
-    def __init__(self, directory: str | os.PathLike[str] | None = None) -> None:
-        self._directory = Path(directory) if directory is not None else None
-        self._lock = threading.Lock()
-
-    @property
-    def root(self) -> Path:
-        """The directory holding the database and the jobs' files."""
-        if self._directory is not None:
-            self._directory.mkdir(parents=True, exist_ok=True)
-            return self._directory
-        from chatstep.storage.paths import user_dir
-
-        return user_dir()
-
-    @property
-    def path(self) -> Path:
-        return self.root / "batches.sqlite3"
+    filename = "batches.sqlite3"
+    job_kind = "batch job"
+    ref_hint = "pass a job id (csb_...) or batch id (batch_...) shown by `chatstep batch list`"
 
     def job_dir(self, job_id: str) -> Path:
         """The job's own directory (created)."""
@@ -425,31 +410,3 @@ class BatchJournal:
             finally:
                 conn.close()
         return None if row is None else self._load(row[0])
-
-    def get(self, ref: str) -> BatchJob:
-        """Like :meth:`find`, but an unknown ``ref`` is a ConfigError."""
-        job = self.find(ref)
-        if job is None:
-            raise ConfigError(
-                "job",
-                f"no batch job {ref!r} in the journal {str(self.path)!r}",
-                "pass a job id (csb_...) or batch id (batch_...) shown by `chatstep batch list`",
-            )
-        return job
-
-    def list(self, limit: int | None = 50) -> list[BatchJob]:
-        """Jobs, newest first."""
-        with self._lock:
-            if not self.path.exists():
-                return []
-            conn = self._connect()
-            try:
-                sql = "SELECT data FROM jobs ORDER BY created_at DESC, id DESC"
-                params: tuple[Any, ...] = ()
-                if limit is not None:
-                    sql += " LIMIT ?"
-                    params = (limit,)
-                rows = conn.execute(sql, params).fetchall()
-            finally:
-                conn.close()
-        return [self._load(r[0]) for r in rows]

@@ -19,7 +19,6 @@ import os
 import secrets
 import socket
 import sqlite3
-import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from chatstep.batch.journal import BatchConnection
-from chatstep.errors import ConfigError
+from chatstep.storage.job_journal import ProviderJobJournal
 
 __all__ = [
     "ACTIVE_STATUSES",
@@ -186,25 +185,12 @@ FineTuneRef = FineTuneJob | str
 """A job, its chatstep id (``csf_...``) or the provider's job id (``ftjob-...``)."""
 
 
-class FineTuneJournal:
+class FineTuneJournal(ProviderJobJournal[FineTuneJob]):
     """Fine-tuning jobs by id, in SQLite under a directory (default: the user directory)."""
 
-    def __init__(self, directory: str | os.PathLike[str] | None = None) -> None:
-        self._directory = Path(directory) if directory is not None else None
-        self._lock = threading.Lock()
-
-    @property
-    def root(self) -> Path:
-        if self._directory is not None:
-            self._directory.mkdir(parents=True, exist_ok=True)
-            return self._directory
-        from chatstep.storage.paths import user_dir
-
-        return user_dir()
-
-    @property
-    def path(self) -> Path:
-        return self.root / "finetunes.sqlite3"
+    filename = "finetunes.sqlite3"
+    job_kind = "fine-tuning job"
+    ref_hint = "pass a job id (csf_... or ftjob-...) shown by `chatstep finetune list`"
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
@@ -277,6 +263,9 @@ class FineTuneJournal:
             finally:
                 conn.close()
 
+    def _load(self, data: str) -> FineTuneJob:
+        return FineTuneJob.from_dict(json.loads(data))
+
     def save(self, job: FineTuneJob) -> None:
         """Insert or update a job."""
         with self._lock:
@@ -300,32 +289,4 @@ class FineTuneJournal:
                 ).fetchone()
             finally:
                 conn.close()
-        return None if row is None else FineTuneJob.from_dict(json.loads(row[0]))
-
-    def get(self, ref: str) -> FineTuneJob:
-        """Like :meth:`find`, but an unknown ``ref`` is a ConfigError."""
-        job = self.find(ref)
-        if job is None:
-            raise ConfigError(
-                "job",
-                f"no fine-tuning job {ref!r} in the journal {str(self.path)!r}",
-                "pass a job id (csf_... or ftjob-...) shown by `chatstep finetune list`",
-            )
-        return job
-
-    def list(self, limit: int | None = 50) -> list[FineTuneJob]:
-        """Jobs, newest first."""
-        with self._lock:
-            if not self.path.exists():
-                return []
-            conn = self._connect()
-            try:
-                sql = "SELECT data FROM jobs ORDER BY created_at DESC, id DESC"
-                params: tuple[Any, ...] = ()
-                if limit is not None:
-                    sql += " LIMIT ?"
-                    params = (limit,)
-                rows = conn.execute(sql, params).fetchall()
-            finally:
-                conn.close()
-        return [FineTuneJob.from_dict(json.loads(r[0])) for r in rows]
+        return None if row is None else self._load(row[0])
