@@ -21,8 +21,6 @@ leaves it running. Costs are priced at the Batch API's discount.
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -31,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from chatstep.batch.client import cancel_parts, client_for, job_for, refresh_job
 from chatstep.batch.files import BatchLimits
 from chatstep.batch.journal import BatchJob, BatchJournal, JobRef
+from chatstep.batch.polling import poll_job
 from chatstep.batch.results import BatchResults, abatch_results
 from chatstep.batch.submit import asubmit_batch
 from chatstep.core.blocking import sync_twin
@@ -73,14 +72,6 @@ class PollSchedule:
         while True:
             yield delay
             delay = min(delay * self.factor, self.maximum)
-
-
-async def _notify(callback: ProgressCallback | None, job: BatchJob) -> None:
-    if callback is None:
-        return
-    outcome = callback(job)
-    if inspect.isawaitable(outcome):
-        await outcome
 
 
 submit_batch = sync_twin(asubmit_batch)
@@ -131,26 +122,24 @@ async def apoll_batch(
     schedule = (poll or PollSchedule()).delays()
     deadline = None if timeout is None else time.monotonic() + timeout
     async with client_for(current, secrets, api_key) as client:
-        try:
-            while True:
-                await refresh_job(client, current, journal)
-                await _notify(on_progress, current)
-                if current.done:
-                    return current
-                delay = next(schedule)
-                if deadline is not None:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        raise TimeoutError(
-                            f"batch job {current.id} is still {current.status} after {timeout}s; "
-                            "it keeps running: wait for it again, or cancel it"
-                        )
-                    delay = min(delay, left)
-                await asyncio.sleep(delay)
-        except asyncio.CancelledError:
-            if cancel_on_cancel:
-                await cancel_parts(client, current, journal)
-            raise
+
+        async def refresh() -> None:
+            await refresh_job(client, current, journal)
+
+        async def cancel() -> None:
+            await cancel_parts(client, current, journal)
+
+        return await poll_job(
+            current,
+            refresh,
+            schedule=schedule,
+            deadline=deadline,
+            timeout=timeout,
+            on_progress=on_progress,
+            on_cancel=cancel if cancel_on_cancel else None,
+            kind="batch job",
+            keeps="running",
+        )
 
 
 poll_batch = sync_twin(

@@ -18,9 +18,7 @@ its secret.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import inspect
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -28,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from chatstep.batch.api import PollSchedule
 from chatstep.batch.journal import BatchConnection
+from chatstep.batch.polling import poll_job
 from chatstep.core.blocking import sync_twin
 from chatstep.errors import APIError, ConfigError
 from chatstep.finetune.client import FineTuneClient, client_for
@@ -223,14 +222,6 @@ async def _create(
     journal.save(job)
 
 
-async def _notify(callback: ProgressCallback | None, job: FineTuneJob) -> None:
-    if callback is None:
-        return
-    outcome = callback(job)
-    if inspect.isawaitable(outcome):
-        await outcome
-
-
 def _current(job: FineTuneRef, journal: FineTuneJournal) -> FineTuneJob:
     return job if isinstance(job, FineTuneJob) else journal.get(job)
 
@@ -287,28 +278,27 @@ async def apoll_finetune(
     schedule = (poll or PollSchedule(initial=10.0, maximum=120.0)).delays()
     deadline = None if timeout is None else time.monotonic() + timeout
     async with client_for(current, secrets, api_key) as client:
-        try:
-            while True:
-                await _refresh(client, current, journal)
-                await _notify(on_progress, current)
-                if current.done:
-                    return current
-                delay = next(schedule)
-                if deadline is not None:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        raise TimeoutError(
-                            f"fine-tuning job {current.id} is still {current.status} after "
-                            f"{timeout}s; it keeps training: wait for it again, or cancel it"
-                        )
-                    delay = min(delay, left)
-                await asyncio.sleep(delay)
-        except asyncio.CancelledError:
-            if cancel_on_cancel and current.job_id is not None:
+
+        async def refresh() -> None:
+            await _refresh(client, current, journal)
+
+        async def cancel() -> None:
+            if current.job_id is not None:
                 with contextlib.suppress(APIError):
                     current.update(await client.cancel(current.job_id))
                     journal.save(current)
-            raise
+
+        return await poll_job(
+            current,
+            refresh,
+            schedule=schedule,
+            deadline=deadline,
+            timeout=timeout,
+            on_progress=on_progress,
+            on_cancel=cancel if cancel_on_cancel else None,
+            kind="fine-tuning job",
+            keeps="training",
+        )
 
 
 async def acancel_finetune(
