@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 __all__ = ["ChunkAssembler", "Delta"]
 
@@ -46,6 +46,83 @@ def _merge_extra(into: dict[str, Any], key: str, value: Any, *, join_strings: bo
         into[key] = value
 
 
+def _join_logprobs(into: dict[str, Any] | None, logprobs: Any) -> dict[str, Any] | None:
+    """``into`` with one event's ``logprobs`` added: lists (tokens, top_logprobs...) are
+    concatenated, other fields keep their last non-null value (``null`` if never anything
+    else). ``into`` unchanged when ``logprobs`` is not an object."""
+    if not isinstance(logprobs, dict):
+        return into
+    into = into if into is not None else {}
+    for key, value in logprobs.items():
+        if isinstance(value, list):
+            into[key] = [*(into.get(key) or []), *value]
+        else:
+            into.setdefault(key, None)
+            _merge_extra(into, key, value, join_strings=False)
+    return into
+
+
+class _ChoiceLike(Protocol):
+    finish_reason: str | None
+
+
+S = TypeVar("S", bound=_ChoiceLike)
+
+
+class _StreamAssembler(Generic[S]):
+    """What a streamed answer's assemblers share: per-choice state, top-level fields, usage
+    and the counts; subclasses add a choice (``_add_choice``) and build the response."""
+
+    def __init__(self) -> None:
+        self._choices: dict[int, S] = {}
+        self._meta: dict[str, Any] = {}
+        self.usage: dict[str, Any] | None = None
+        self.chunks = 0
+
+    def add(self, chunk: dict[str, Any]) -> list[Delta]:
+        self.chunks += 1
+        for key, value in chunk.items():
+            if key not in _CHUNK_SKIP:
+                self._merge_meta(key, value)
+        if chunk.get("usage"):
+            self.usage = chunk["usage"]
+        deltas = []
+        for choice in chunk.get("choices") or []:
+            if isinstance(choice, dict):
+                deltas.append(self._add_choice(choice, chunk))
+        return deltas
+
+    def _merge_meta(self, key: str, value: Any) -> None:
+        _merge_extra(self._meta, key, value, join_strings=False)
+
+    def _add_choice(self, choice: dict[str, Any], chunk: dict[str, Any]) -> Delta:
+        raise NotImplementedError
+
+    @property
+    def has_choices(self) -> bool:
+        """True once any chunk carried a choice."""
+        return bool(self._choices)
+
+    @property
+    def finished(self) -> bool:
+        """True once every choice seen has a finish_reason."""
+        return bool(self._choices) and all(c.finish_reason for c in self._choices.values())
+
+    def _envelope(self, kind: str, choices: list[dict[str, Any]]) -> dict[str, Any]:
+        """The response object ``kind`` holding ``choices``, the chunks' fields and usage."""
+        out: dict[str, Any] = {
+            "id": "",
+            "created": 0,
+            "model": "",
+            **self._meta,
+            "object": kind,
+            "choices": choices,
+        }
+        if self.usage is not None:
+            out["usage"] = self.usage
+        return out
+
+
 @dataclass
 class _ChoiceState:
     role: str = "assistant"
@@ -62,7 +139,7 @@ class _ChoiceState:
     extra_choice: dict[str, Any] = field(default_factory=dict)
 
 
-class ChunkAssembler:
+class ChunkAssembler(_StreamAssembler[_ChoiceState]):
     """Feed ``chat.completion.chunk`` dicts; get Delta objects back and the final response.
 
     The assembled response equals the non-streamed one field by field, as servers really
@@ -73,25 +150,6 @@ class ChunkAssembler:
     parallel calls all at ``index: 0``); chunks without choices (a usage-only last chunk) and
     fields repeated or blank in later chunks change nothing.
     """
-
-    def __init__(self) -> None:
-        self._choices: dict[int, _ChoiceState] = {}
-        self._meta: dict[str, Any] = {}
-        self.usage: dict[str, Any] | None = None
-        self.chunks = 0
-
-    def add(self, chunk: dict[str, Any]) -> list[Delta]:
-        self.chunks += 1
-        for key, value in chunk.items():
-            if key not in _CHUNK_SKIP:
-                _merge_extra(self._meta, key, value, join_strings=False)
-        if chunk.get("usage"):
-            self.usage = chunk["usage"]
-        deltas = []
-        for choice in chunk.get("choices") or []:
-            if isinstance(choice, dict):
-                deltas.append(self._add_choice(choice, chunk))
-        return deltas
 
     def _add_choice(self, choice: dict[str, Any], chunk: dict[str, Any]) -> Delta:
         index = int(choice.get("index") or 0)
@@ -119,15 +177,7 @@ class ChunkAssembler:
         for key, value in choice.items():
             if key not in _CHOICE_FIELDS:
                 _merge_extra(state.extra_choice, key, value, join_strings=False)
-        logprobs = choice.get("logprobs")
-        if isinstance(logprobs, dict):
-            state.logprobs = state.logprobs if state.logprobs is not None else {}
-            for key, value in logprobs.items():
-                if isinstance(value, list):
-                    state.logprobs[key] = [*(state.logprobs.get(key) or []), *value]
-                else:
-                    state.logprobs.setdefault(key, None)
-                    _merge_extra(state.logprobs, key, value, join_strings=False)
+        state.logprobs = _join_logprobs(state.logprobs, choice.get("logprobs"))
         if choice.get("finish_reason"):
             state.finish_reason = choice["finish_reason"]
         return Delta(
@@ -173,16 +223,6 @@ class ChunkAssembler:
             if key not in ("index", "id", "type", "function"):
                 _merge_extra(entry, key, value, join_strings=False)
 
-    @property
-    def has_choices(self) -> bool:
-        """True once any chunk carried a choice."""
-        return bool(self._choices)
-
-    @property
-    def finished(self) -> bool:
-        """True once every choice seen has a finish_reason."""
-        return bool(self._choices) and all(c.finish_reason for c in self._choices.values())
-
     def response(self) -> dict[str, Any]:
         """The assembled ``chat.completion``."""
         choices = []
@@ -207,17 +247,7 @@ class ChunkAssembler:
                     "finish_reason": state.finish_reason,
                 }
             )
-        out: dict[str, Any] = {
-            "id": "",
-            "created": 0,
-            "model": "",
-            **self._meta,
-            "object": "chat.completion",
-            "choices": choices,
-        }
-        if self.usage is not None:
-            out["usage"] = self.usage
-        return out
+        return self._envelope("chat.completion", choices)
 
 
 def _text(value: Any) -> str:

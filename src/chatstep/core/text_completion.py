@@ -12,7 +12,7 @@ from typing import Any
 
 from chatstep.backends.base import Backend, TextCompletionBackend
 from chatstep.core.request import _merge_extra
-from chatstep.core.streaming import Delta
+from chatstep.core.streaming import Delta, _join_logprobs, _StreamAssembler
 from chatstep.errors import ConfigError
 from chatstep.steps.completion import Completion, check_completion_fields
 
@@ -81,7 +81,7 @@ class _TextChoice:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class TextChunkAssembler:
+class TextChunkAssembler(_StreamAssembler[_TextChoice]):
     """Feed ``text_completion`` stream events; get Delta objects back and the whole answer.
 
     Same contract as :class:`~chatstep.core.streaming.ChunkAssembler` (``add``, ``has_choices``,
@@ -90,24 +90,10 @@ class TextChunkAssembler:
     comes from the event that carries it, other fields keep their last non-null value.
     """
 
-    def __init__(self) -> None:
-        self._choices: dict[int, _TextChoice] = {}
-        self._meta: dict[str, Any] = {}
-        self.usage: dict[str, Any] | None = None
-        self.chunks = 0
-
-    def add(self, chunk: dict[str, Any]) -> list[Delta]:
-        self.chunks += 1
-        for key, value in chunk.items():
-            if key not in ("choices", "usage", "object") and value is not None:
-                self._meta[key] = value
-        if chunk.get("usage"):
-            self.usage = chunk["usage"]
-        deltas = []
-        for choice in chunk.get("choices") or []:
-            if isinstance(choice, dict):
-                deltas.append(self._add_choice(choice, chunk))
-        return deltas
+    def _merge_meta(self, key: str, value: Any) -> None:
+        # A null top-level field of an event is dropped (unlike in chat chunks).
+        if value is not None:
+            self._meta[key] = value
 
     def _add_choice(self, choice: dict[str, Any], chunk: dict[str, Any]) -> Delta:
         index = int(choice.get("index") or 0)
@@ -115,14 +101,7 @@ class TextChunkAssembler:
         text = choice.get("text")
         if isinstance(text, str):
             state.text.append(text)
-        logprobs = choice.get("logprobs")
-        if isinstance(logprobs, dict):
-            state.logprobs = state.logprobs if state.logprobs is not None else {}
-            for key, value in logprobs.items():
-                if isinstance(value, list):
-                    state.logprobs[key] = [*(state.logprobs.get(key) or []), *value]
-                elif value is not None or key not in state.logprobs:
-                    state.logprobs[key] = value
+        state.logprobs = _join_logprobs(state.logprobs, choice.get("logprobs"))
         if choice.get("finish_reason"):
             state.finish_reason = choice["finish_reason"]
         for key, value in choice.items():
@@ -134,16 +113,6 @@ class TextChunkAssembler:
             finish_reason=choice.get("finish_reason"),
             chunk=chunk,
         )
-
-    @property
-    def has_choices(self) -> bool:
-        """True once any event carried a choice."""
-        return bool(self._choices)
-
-    @property
-    def finished(self) -> bool:
-        """True once every choice seen has a finish_reason."""
-        return bool(self._choices) and all(c.finish_reason for c in self._choices.values())
 
     def response(self) -> dict[str, Any]:
         """The assembled ``text_completion``."""
@@ -157,14 +126,4 @@ class TextChunkAssembler:
             }
             for index, state in sorted(self._choices.items())
         ]
-        out: dict[str, Any] = {
-            "id": "",
-            "created": 0,
-            "model": "",
-            **self._meta,
-            "object": "text_completion",
-            "choices": choices,
-        }
-        if self.usage is not None:
-            out["usage"] = self.usage
-        return out
+        return self._envelope("text_completion", choices)
