@@ -38,7 +38,9 @@ __all__ = [
     "Emit",
     "completion_body",
     "plan_chat_job",
+    "response_head",
     "run_chat_job",
+    "token_usage",
 ]
 
 # Tool names are short; a choice needs no more tokens than this.
@@ -247,11 +249,29 @@ def _finish_reason(mode: Mode, generation: Generation) -> str:
 # -- OpenAI shapes ---------------------------------------------------------------------------
 
 
+def response_head(id_prefix: str, kind: str, model: str) -> JSON:
+    """``id`` (``<id_prefix>-<hex>``), ``object``, ``created`` and ``model`` of a response, or
+    of every chunk of one streamed response (one id shared)."""
+    return {
+        "id": f"{id_prefix}-{uuid.uuid4().hex}",
+        "object": kind,
+        "created": int(time.time()),
+        "model": model,
+    }
+
+
+def token_usage(prompt_tokens: int, completion_tokens: int) -> JSON:
+    """``usage``'s token counts: prompt, completion and their total."""
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
 def _usage(outcome: ChatOutcome) -> JSON:
     return {
-        "prompt_tokens": outcome.prompt_tokens,
-        "completion_tokens": outcome.completion_tokens,
-        "total_tokens": outcome.prompt_tokens + outcome.completion_tokens,
+        **token_usage(outcome.prompt_tokens, outcome.completion_tokens),
         "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
         "completion_tokens_details": {
             "reasoning_tokens": 0,
@@ -288,10 +308,7 @@ def completion_body(job: ChatJob, outcome: ChatOutcome) -> JSON:
         for index, answer in enumerate(outcome.answers)
     ]
     return {
-        "id": f"chatcmpl-{uuid.uuid4().hex}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": job.request.model,
+        **response_head("chatcmpl", "chat.completion", job.request.model),
         "choices": choices,
         "usage": _usage(outcome),
     }
@@ -303,12 +320,7 @@ class ChunkBuilder:
     def __init__(self, job: ChatJob) -> None:
         self._mode = job.request.mode
         self._include_usage = job.request.include_usage
-        self._base: JSON = {
-            "id": f"chatcmpl-{uuid.uuid4().hex}",
-            "object": "chat.completion.chunk",
-            "created": int(time.time()),
-            "model": job.request.model,
-        }
+        self._base = response_head("chatcmpl", "chat.completion.chunk", job.request.model)
         self._tools: dict[int, Tool | None] = {}
 
     def _chunk(self, index: int, delta: JSON, finish_reason: str | None = None) -> JSON:

@@ -20,13 +20,11 @@ and stop-at-the-next-token cancellation as chat. What it does with a request:
 from __future__ import annotations
 
 import threading
-import time
-import uuid
 from dataclasses import dataclass, replace
 from typing import Any
 
 from chatstep.backends.base import JSON
-from chatstep.backends.local.chat import Emit
+from chatstep.backends.local.chat import Emit, response_head, token_usage
 from chatstep.backends.local.model import N_CTX_ENV, LocalModel, Sampling
 from chatstep.backends.local.request import (
     _integer,
@@ -217,11 +215,7 @@ def run_text_job(
 
 
 def _usage(outcome: TextOutcome) -> JSON:
-    return {
-        "prompt_tokens": outcome.prompt_tokens,
-        "completion_tokens": outcome.completion_tokens,
-        "total_tokens": outcome.prompt_tokens + outcome.completion_tokens,
-    }
+    return token_usage(outcome.prompt_tokens, outcome.completion_tokens)
 
 
 def text_completion_body(job: TextJob, outcome: TextOutcome) -> JSON:
@@ -231,10 +225,7 @@ def text_completion_body(job: TextJob, outcome: TextOutcome) -> JSON:
         for index, (text, reason) in enumerate(outcome.choices)
     ]
     return {
-        "id": f"cmpl-{uuid.uuid4().hex}",
-        "object": "text_completion",
-        "created": int(time.time()),
-        "model": job.request.model,
+        **response_head("cmpl", "text_completion", job.request.model),
         "choices": choices,
         "usage": _usage(outcome),
     }
@@ -245,12 +236,7 @@ class TextChunkBuilder:
 
     def __init__(self, job: TextJob) -> None:
         self._include_usage = job.request.include_usage
-        self._base: JSON = {
-            "id": f"cmpl-{uuid.uuid4().hex}",
-            "object": "text_completion",
-            "created": int(time.time()),
-            "model": job.request.model,
-        }
+        self._base = response_head("cmpl", "text_completion", job.request.model)
 
     def event(self, event: tuple[Any, ...]) -> JSON:
         """The event for a ``text`` or ``end`` stream event."""
