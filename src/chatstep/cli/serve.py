@@ -97,7 +97,7 @@ def serve(
         bool, typer.Option("--no-history", help="--steps: do not log calls to the history.")
     ] = False,
 ) -> None:
-    """Serve the local models (gemma-3-270m, smollm2-135m-instruct) as an OpenAI API under /v1.
+    """Serve the local models as an OpenAI API under /v1, or step files over HTTP (--steps DIR).
 
     Point any OpenAI client at http://HOST:PORT/v1. On loopback any API key works unless
     --api-key is given. The model runs in a worker process: if it dies, the requests in flight
