@@ -270,14 +270,15 @@ def create_serving_app(
 
         return endpoint
 
-    async def chat_completions(request: Request) -> Response:
+    async def answer(request: Request, complete: Any, stream: Any) -> Response:
+        """One completion endpoint: a JSON body, or an event stream closed whatever happens."""
         try:
             body = await _json_body(request)
             request_timeout = _timeout(request, timeout)
             if not body.get("stream"):
-                reply = await backend.complete(body, timeout=request_timeout)
+                reply = await complete(body, timeout=request_timeout)
                 return JSONResponse(reply.body, headers=_forwarded(reply.headers))
-            streamed = await backend.stream(body, timeout=request_timeout)
+            streamed = await stream(body, timeout=request_timeout)
         except Exception as exc:
             return _error_response(exc)
         return StreamingResponse(
@@ -288,25 +289,17 @@ def create_serving_app(
             background=BackgroundTask(_close, streamed.chunks),
         )
 
+    async def chat_completions(request: Request) -> Response:
+        return await answer(request, backend.complete, backend.stream)
+
     async def text_completions(request: Request) -> Response:
         from chatstep.core.text_completion import text_backend
 
         try:
-            body = await _json_body(request)
-            request_timeout = _timeout(request, timeout)
             text = text_backend(backend)
-            if not body.get("stream"):
-                reply = await text.complete_text(body, timeout=request_timeout)
-                return JSONResponse(reply.body, headers=_forwarded(reply.headers))
-            streamed = await text.stream_text(body, timeout=request_timeout)
         except Exception as exc:
             return _error_response(exc)
-        return StreamingResponse(
-            _events(streamed.chunks),
-            media_type="text/event-stream",
-            headers={"cache-control": "no-cache", **_forwarded(streamed.headers)},
-            background=BackgroundTask(_close, streamed.chunks),
-        )
+        return await answer(request, text.complete_text, text.stream_text)
 
     async def models(request: Request) -> Response:
         try:
